@@ -1,0 +1,58 @@
+"""The docproc error hierarchy.
+
+Two families: *permanent* errors are facts about a document (corrupt, encrypted,
+unsupported, too large). They are never retried; the document is quarantined with
+the error's machine-readable ``reason``. *Transient* errors are facts about the
+infrastructure (storage unreachable, timeouts); callers retry them with backoff.
+Library exceptions are translated where they enter docproc, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DocprocError(Exception):
+    """Base class of every error docproc raises on purpose."""
+
+
+class ConfigurationError(DocprocError):
+    """Settings or arguments that cannot work (bad URL, unknown engine, ...)."""
+
+
+class PermanentDocumentError(DocprocError):
+    """The document itself cannot be processed; retrying will not help."""
+
+    reason: ClassVar[str] = "invalid"
+
+    def __init__(self, message: str, *, page: int | None = None) -> None:
+        super().__init__(message)
+        self.page = page
+
+
+class UnsupportedTypeError(PermanentDocumentError):
+    reason = "unsupported_type"
+
+
+class CorruptDocumentError(PermanentDocumentError):
+    reason = "corrupt"
+
+
+class EncryptedDocumentError(PermanentDocumentError):
+    reason = "encrypted"
+
+
+class TooLargeError(PermanentDocumentError):
+    reason = "too_large"
+
+
+class TransientError(DocprocError):
+    """An infrastructure failure that may succeed on retry."""
+
+
+class StorageUnavailableError(TransientError):
+    """Storage could not be reached or answered with a server error."""
+
+
+class ObjectNotFoundError(DocprocError):
+    """A key that was expected in storage is not there."""

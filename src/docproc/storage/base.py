@@ -1,0 +1,70 @@
+"""The storage interface: a flat namespace of keys under one root (a folder or a bucket prefix)."""
+
+from __future__ import annotations
+
+import abc
+import posixpath
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+from docproc.errors import ConfigurationError
+
+MAX_KEY_BYTES = 1024  # S3's limit; local folders split it into components of at most 255 bytes
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def clean_key(key: str) -> str:
+    """Normalize a relative key and refuse anything that could escape the storage root."""
+    if not key or "\x00" in key or "\\" in key:
+        raise ConfigurationError(f"invalid key {key!r}")
+    if key.startswith("/"):
+        raise ConfigurationError(f"key must be relative: {key!r}")
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise ConfigurationError(f"key escapes its root: {key!r}")
+    cleaned = posixpath.join(*parts)
+    if len(cleaned.encode()) > MAX_KEY_BYTES:
+        raise ConfigurationError(f"key longer than {MAX_KEY_BYTES} bytes: {cleaned[:60]!r}...")
+    return cleaned
+
+
+class Storage(abc.ABC):
+    """Keys are '/'-separated, relative to the storage's root; see :func:`clean_key`."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where this storage points, without credentials (safe to log)."""
+
+    @abc.abstractmethod
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """A small object's content (results, reports): documents go through ``local_copy``."""
+
+    @abc.abstractmethod
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write atomically: a reader sees the old object, no object, or the whole new one."""
+
+    @abc.abstractmethod
+    def write_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Stream a local file to ``key`` (multipart on S3), atomically."""
+
+    @abc.abstractmethod
+    def local_copy(self, key: str) -> AbstractContextManager[Path]:
+        """A local path holding the object's bytes for the duration of the context."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
