@@ -13,7 +13,7 @@ from dataclasses import dataclass
 WORK_POOL_NAME = "docproc"
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     CRITICAL = "critical"
     STANDARD = "standard"
     BULK = "bulk"

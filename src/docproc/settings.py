@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from docproc import __version__ as PIPELINE_VERSION
+from docproc import __version__
 
 EngineName = Literal["easyocr", "tesseract"]
 
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     def fingerprint(self) -> str:
         """Hash of the pipeline version and every setting that changes a result."""
-        material = {"pipeline": PIPELINE_VERSION, **{f: getattr(self, f) for f in RESULT_FIELDS}}
+        material = {"pipeline": __version__, **{f: getattr(self, f) for f in RESULT_FIELDS}}
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
