@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 TextSource = Literal["text_layer", "ocr"]
 QualityStatus = Literal["ok", "needs_review", "failed"]
