@@ -133,3 +133,13 @@ class RunReport(_Model):
     ocr_pages: int
     wall_seconds: float
     pages_per_second: float
+
+
+class PlannedDocument(_Model):
+    """A listed document after inspection: what the processing stage needs, and nothing heavy."""
+
+    source: str
+    id: str
+    media_type: str
+    pages: int
+    size_bytes: int

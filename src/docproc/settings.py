@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     dask_adapt_max: int | None = Field(
         None, ge=1, description="With dask_cluster_class: adapt between 1 and this many workers."
     )
+    compute_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker process (default: cores / local workers)."
+    )
     force: bool = Field(False, description="Reprocess documents that already have a result.")
     retries: int = Field(3, ge=0, description="Retries of a batch on transient errors.")
     retry_delay_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles each time.")

@@ -1,0 +1,251 @@
+"""The main flow: list documents, inspect them, map page batches over Dask, report.
+
+Thin on purpose: every unit of work is a call into ``docproc.jobs``; only keys, ids and
+small models travel through Prefect and Dask, never document bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+from prefect_dask import DaskTaskRunner
+
+from docproc import jobs, report, runtime
+from docproc.errors import TransientError
+from docproc.models import DocumentOutcome, PlannedDocument, RunReport
+from docproc.queues import Priority, queue_for
+from docproc.settings import Settings
+from docproc.storage import ObjectInfo, Storage, open_storage
+
+INSPECT_CHUNK = 64  # documents per inspection task: inspection reads headers only
+
+ProgressListener = Callable[[int, int], None]
+# The CLI registers a listener to draw its progress bar; called with (documents done, total).
+progress_listeners: list[ProgressListener] = []
+
+
+@functools.lru_cache(maxsize=4)
+def _settings_from(overrides_json: str) -> Settings:
+    settings = Settings(**json.loads(overrides_json))
+    runtime.configure_process(settings)
+    return settings
+
+
+def worker_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings inside a task: the run's non-secret overrides on top of this worker's environment.
+
+    Cached per process, so the models behind them are built once per worker.
+    """
+    return _settings_from(json.dumps(overrides, sort_keys=True, default=str))
+
+
+def _is_transient(task: object, task_run: object, state: Any) -> bool:
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is a bug or bad input: retrying won't help
+        return False
+    return False
+
+
+@task(name="inspect-documents", cache_policy=NO_CACHE)
+def inspect_documents(
+    source: str, destination: str, objects: list[tuple[str, int]], overrides: dict[str, Any]
+) -> list[PlannedDocument | DocumentOutcome]:
+    settings = worker_settings(overrides)
+    src, dst = open_storage(source, settings), open_storage(destination, settings)
+    return [jobs.inspect_object(src, dst, ObjectInfo(key, size), settings) for key, size in objects]
+
+
+@task(name="process-batch", cache_policy=NO_CACHE)
+def process_batch(
+    source: str, destination: str, docs: list[PlannedDocument], overrides: dict[str, Any]
+) -> list[DocumentOutcome]:
+    settings = worker_settings(overrides)
+    src, dst = open_storage(source, settings), open_storage(destination, settings)
+    return [jobs.process_document(src, dst, doc, settings) for doc in docs]
+
+
+def build_task_runner(settings: Settings) -> DaskTaskRunner:
+    """A local LocalCluster by default; an existing scheduler or a cluster class by settings."""
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    if settings.dask_cluster_class:
+        adapt = {"minimum": 1, "maximum": settings.dask_adapt_max} if settings.dask_adapt_max else None
+        return DaskTaskRunner(
+            cluster_class=settings.dask_cluster_class,
+            cluster_kwargs=dict(settings.dask_cluster_kwargs),
+            adapt_kwargs=adapt,
+        )
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": settings.workers,
+            "threads_per_worker": settings.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+            "silence_logs": 40,
+        },
+    )
+
+
+def _excluded_prefix(src: Storage, dst: Storage) -> str | None:
+    """When the destination lies inside the source, its keys are not inputs."""
+    if dst.url.startswith(src.url.rstrip("/") + "/"):
+        return dst.url[len(src.url.rstrip("/")) + 1 :].rstrip("/") + "/"
+    return None
+
+
+def _list_inputs(src: Storage, dst: Storage) -> list[ObjectInfo]:
+    excluded = _excluded_prefix(src, dst)
+    return [o for o in src.iter_objects() if excluded is None or not o.key.startswith(excluded)]
+
+
+class _Progress:
+    """Progress of a run, for the CLI's listeners and the Prefect progress artifact."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.quarantined = 0
+        self._lock = threading.Lock()
+        self._artifact = create_progress_artifact(0.0, key="docproc-progress", description=self._text())
+
+    def _text(self) -> str:
+        return f"{self.done}/{self.total} documents done, {self.quarantined} quarantined"
+
+    def add(self, outcomes: Iterable[DocumentOutcome]) -> None:
+        with self._lock:
+            for outcome in outcomes:
+                self.done += 1
+                self.quarantined += outcome.status == "quarantined"
+            percent = 100.0 * self.done / self.total if self.total else 100.0
+            update_progress_artifact(self._artifact, percent, description=self._text())
+            for listener in progress_listeners:
+                listener(self.done, self.total)
+
+
+def _collect(futures: Sequence[PrefectFuture[Any]]) -> Iterable[Any]:
+    for future in as_completed(list(futures)):
+        yield future.result()
+
+
+@flow(name="process-documents", task_runner=build_task_runner(Settings()), log_prints=False)
+def process_documents(
+    source: str,
+    destination: str,
+    priority: Priority = Priority.STANDARD,
+    force: bool = False,
+    settings_overrides: dict[str, Any] | None = None,
+) -> RunReport:
+    """Process every document under ``source`` into ``destination``.
+
+    ``source`` and ``destination`` are local folders or ``s3://bucket/prefix`` URLs.
+    Bad documents are quarantined with a reason; the run goes on and reports them.
+    """
+    logger = get_run_logger()
+    started_at = datetime.now(UTC)
+    overrides = {**(settings_overrides or {}), "force": force}
+    settings = _with_core_share(Settings(**overrides))
+    overrides = settings.overrides()
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    src, dst = open_storage(source, settings), open_storage(destination, settings)
+    objects = _list_inputs(src, dst)
+    logger.info("%d documents under %s", len(objects), src.url)
+
+    retry = {
+        "retries": settings.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.retry_delay_seconds),
+        "retry_jitter_factor": 0.5,
+        "retry_condition_fn": _is_transient,
+    }
+    progress = _Progress(len(objects))
+    outcomes: list[DocumentOutcome] = []
+    planned: list[PlannedDocument] = []
+    # Queue priority reaches Dask: on a shared cluster critical batches overtake bulk ones.
+    with dask.annotate(priority=queue_for(priority).dask_priority):
+        inspections = inspect_documents.with_options(**retry).map(
+            source,
+            destination,
+            [[(o.key, o.size) for o in chunk] for chunk in jobs.chunks(objects, INSPECT_CHUNK)],
+            overrides,
+        )
+        for items in _collect(inspections):
+            decided = [i for i in items if isinstance(i, DocumentOutcome)]
+            planned += [i for i in items if isinstance(i, PlannedDocument)]
+            outcomes += decided
+            progress.add(decided)
+
+        batches = jobs.plan_batches(sorted(planned, key=lambda d: d.source), settings.batch_size)
+        logger.info(
+            "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
+            len(planned),
+            sum(d.pages for d in planned),
+            len(batches),
+            sum(o.status == "skipped" for o in outcomes),
+            sum(o.status == "quarantined" for o in outcomes),
+        )
+        futures = process_batch.with_options(**retry).map(source, destination, batches, overrides)
+        for batch_outcomes in _collect(futures):
+            outcomes += batch_outcomes
+            progress.add(batch_outcomes)
+
+    run_report = report.build_report(
+        run_id, src.url, dst.url, outcomes, started_at, datetime.now(UTC), settings
+    )
+    prefix = report.write_report(dst, run_report)
+    _publish(run_report, dst.url.rstrip("/") + "/" + prefix)
+    logger.info(
+        "run %s: %s; report at %s", run_id, ", ".join(f"{v} {k}" for k, v in run_report.counts.items()), prefix
+    )
+    return run_report
+
+
+def _publish(run_report: RunReport, location: str) -> None:
+    create_table_artifact(
+        key="docproc-run-documents",
+        table=[
+            {
+                "document": o.source,
+                "status": o.status,
+                "reason": o.reason or "",
+                "quality": o.quality or "",
+                "type": o.document_type or "",
+                "result": o.result_key or "",
+            }
+            for o in run_report.documents
+        ],
+        description=f"Documents of run {run_report.run_id}",
+    )
+    create_markdown_artifact(
+        key="docproc-run-report",
+        markdown=report.render_markdown(run_report) + f"\nReport: `{location}report.json`\n",
+        description=f"Run report, stored at {location}",
+    )
+
+
+def _with_core_share(settings: Settings) -> Settings:
+    """On the local cluster, split this machine's cores between the worker processes."""
+    if settings.compute_threads is not None or settings.dask_address or settings.dask_cluster_class:
+        return settings
+    share = max(1, runtime.available_cores() // (settings.workers * settings.threads_per_worker))
+    return settings.model_copy(update={"compute_threads": share})

@@ -1,0 +1,154 @@
+"""The `docproc` command line.
+
+Exit codes of `docproc run`: 0 the run completed (even with quarantined documents),
+1 an infrastructure failure, 2 bad arguments, 3 with --fail-on-quarantine if anything was
+quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from docproc.errors import ConfigurationError, DocprocError
+from docproc.models import RunReport
+from docproc.settings import EngineName, Settings
+
+EXIT_OK, EXIT_INFRA, EXIT_USAGE, EXIT_QUARANTINE = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="docproc",
+    help="Turn scans and PDFs into searchable text and validated fields.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+@app.callback()
+def _root() -> None:
+    """Turn scans and PDFs into searchable text and validated fields."""
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix with the documents.")],
+    out_: Annotated[str, typer.Option("--out", "-o", help="Folder or s3://bucket/prefix for results.")],
+    engine: Annotated[EngineName | None, typer.Option(help="OCR engine.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local Dask worker processes.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pages per batch.")] = None,
+    force: Annotated[bool, typer.Option(help="Reprocess documents that already have a result.")] = False,
+    fail_on_quarantine: Annotated[
+        bool, typer.Option(help="Exit 3 if any document was quarantined.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")] = False,
+) -> None:
+    """Process every document under SOURCE into --out, on a local Dask cluster, no server needed."""
+    flags: dict[str, Any] = {"engine": engine, "workers": workers, "batch_size": batch_size}
+    try:
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail(f"invalid settings: {exc}", EXIT_USAGE) from exc
+    if not source.startswith("s3://") and not Path(source).is_dir():
+        raise _fail(f"source folder {source!r} does not exist", EXIT_USAGE)
+
+    _quiet_logs(verbose)
+    try:
+        report = _run_flow(source, out_, settings, force)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+    except DocprocError as exc:
+        raise _fail(f"run failed: {exc}", EXIT_INFRA) from exc
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line: report, don't dump a traceback
+        raise _fail(f"run failed: {type(exc).__name__}: {exc}", EXIT_INFRA) from exc
+
+    _print_summary(report)
+    if fail_on_quarantine and report.counts["quarantined"]:
+        raise typer.Exit(EXIT_QUARANTINE)
+
+
+def _run_flow(source: str, destination: str, settings: Settings, force: bool) -> RunReport:
+    from flows import process
+
+    with Progress(
+        TextColumn("[bold]processing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task("documents", total=None)
+
+        def listener(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        process.progress_listeners.append(listener)
+        try:
+            flow = process.process_documents.with_options(task_runner=process.build_task_runner(settings))
+            report: RunReport = flow(
+                source=source,
+                destination=destination,
+                force=force,
+                settings_overrides=settings.overrides(),
+            )
+        finally:
+            process.progress_listeners.remove(listener)
+    return report
+
+
+def _quiet_logs(verbose: bool) -> None:
+    if verbose:
+        return
+    for name in ("prefect", "distributed", "docproc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _print_summary(report: RunReport) -> None:
+    table = Table(title=f"docproc run {report.run_id}", title_justify="left")
+    for column in ("document", "status", "quality", "type", "lang", "pages", "reason"):
+        table.add_column(column)
+    for o in report.documents:
+        table.add_row(
+            o.source,
+            o.status,
+            o.quality or "",
+            o.document_type or "",
+            o.language or "",
+            str(o.pages),
+            o.reason or "",
+        )
+    out.print(table)
+    c = report.counts
+    out.print(
+        f"{c['processed']} processed, {c['skipped']} skipped, {c['quarantined']} quarantined; "
+        f"{report.pages} pages in {report.wall_seconds:.1f} s ({report.pages_per_second:.2f} pages/s)"
+    )
+    out.print(f"results in {report.destination}, report in runs/{report.run_id}/report.md")
+
+
+def _register_operations() -> None:
+    from flows.ops_cli import register
+
+    register(app)
+
+
+_register_operations()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,177 @@
+"""Storage-level units of work: what the flow's tasks call, with keys in and small models out.
+
+Every output key derives from the document's sha256 and the settings fingerprint, and a unit
+skips work whose output already exists: retries and re-runs are safe and never duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from docproc import __version__, loader, pipeline
+from docproc.errors import PermanentDocumentError, TooLargeError
+from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, QuarantineRecord
+from docproc.settings import Settings
+from docproc.storage import ObjectInfo, Storage
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+def result_key(doc_id: str, settings: Settings) -> str:
+    return f"results/{doc_id}-{settings.fingerprint()}.json"
+
+
+def text_key(doc_id: str, settings: Settings) -> str:
+    return f"text/{doc_id}-{settings.fingerprint()}.txt"
+
+
+def quarantine_prefix(doc_id: str) -> str:
+    return f"quarantine/{doc_id}/"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inspect_object(
+    src: Storage, dst: Storage, obj: ObjectInfo, settings: Settings
+) -> PlannedDocument | DocumentOutcome:
+    """Plan one listed object: a PlannedDocument to process, or its final outcome already
+    (skipped because its result exists, or quarantined because it is bad input)."""
+    if obj.size > settings.max_document_bytes:
+        # Refused before download: its hash would cost a full read of something we reject.
+        error = TooLargeError(f"{obj.size} bytes exceeds max_document_bytes={settings.max_document_bytes}")
+        return quarantine(src, dst, obj.key, None, error)
+    with src.local_copy(obj.key) as path:
+        doc_id = sha256_file(path)
+        existing = _existing_outcome(dst, obj.key, doc_id, settings)
+        if existing is not None:
+            return existing
+        try:
+            info = loader.inspect(path, settings)
+        except PermanentDocumentError as exc:
+            return quarantine(src, dst, obj.key, doc_id, exc, local_path=path)
+    return PlannedDocument(
+        source=obj.key, id=doc_id, media_type=info.media_type, pages=info.page_count, size_bytes=info.size_bytes
+    )
+
+
+def _existing_outcome(dst: Storage, source: str, doc_id: str, settings: Settings) -> DocumentOutcome | None:
+    if settings.force:
+        return None
+    key = result_key(doc_id, settings)
+    if not dst.exists(key):
+        return None
+    result = DocumentResult.model_validate_json(dst.read_bytes(key))
+    return DocumentOutcome(
+        source=source,
+        id=doc_id,
+        status="skipped",
+        reason="result_exists",
+        result_key=key,
+        quality=result.quality.status,
+        document_type=result.document_type.label,
+        language=result.language.code,
+        pages=len(result.pages),
+    )
+
+
+def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: Settings) -> DocumentOutcome:
+    """Process one planned document and write its result and text; quarantine it on bad input."""
+    started = time.perf_counter()
+    existing = _existing_outcome(dst, doc.source, doc.id, settings)
+    if existing is not None:  # a retried batch: this document was finished by the first attempt
+        return existing
+    with src.local_copy(doc.source) as path:
+        try:
+            result = pipeline.process_file(path, doc, settings)
+        except PermanentDocumentError as exc:
+            return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
+    key = result_key(doc.id, settings)
+    # Text first, result last: the result's presence is what marks the document done.
+    dst.write_bytes(text_key(doc.id, settings), result.text.encode(), "text/plain; charset=utf-8")
+    dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
+    log.info("processed %s (%s, %d pages, %s)", doc.source, doc.id[:12], doc.pages, result.quality.status)
+    return DocumentOutcome(
+        source=doc.source,
+        id=doc.id,
+        status="processed",
+        result_key=key,
+        quality=result.quality.status,
+        document_type=result.document_type.label,
+        language=result.language.code,
+        pages=len(result.pages),
+        ocr_pages=sum(p.text_source == "ocr" for p in result.pages),
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def quarantine(
+    src: Storage,
+    dst: Storage,
+    source: str,
+    doc_id: str | None,
+    error: PermanentDocumentError,
+    local_path: Path | None = None,
+) -> DocumentOutcome:
+    """Copy the original under quarantine/<id>/ with an error JSON naming the reason."""
+    folder_id = doc_id or "key-" + hashlib.sha256(source.encode()).hexdigest()
+    prefix = quarantine_prefix(folder_id)
+    suffix = PurePosixPath(source).suffix
+    original = prefix + "original" + (suffix.lower() if _SAFE_SUFFIX.match(suffix) else "")
+    if local_path is not None:
+        dst.write_file(original, local_path)
+    elif error.reason != "too_large":
+        with src.local_copy(source) as path:
+            dst.write_file(original, path)
+    record = QuarantineRecord(
+        id=doc_id,
+        source=source,
+        reason=error.reason,
+        message=str(error),
+        page=error.page,
+        pipeline_version=__version__,
+        quarantined_at=datetime.now(UTC),
+    )
+    dst.write_bytes(prefix + "error.json", record.model_dump_json(indent=2).encode(), "application/json")
+    log.warning("quarantined %s: %s (%s)", source, error.reason, error)
+    return DocumentOutcome(
+        source=source, id=doc_id, status="quarantined", reason=error.reason, message=str(error)
+    )
+
+
+def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list[PlannedDocument]]:
+    """Group documents into batches of about ``batch_pages`` pages, in listing order.
+
+    A document is never split: one with more pages than a batch holds forms a batch alone.
+    """
+    batches: list[list[PlannedDocument]] = []
+    current: list[PlannedDocument] = []
+    pages = 0
+    for doc in docs:
+        if current and pages + doc.pages > batch_pages:
+            batches.append(current)
+            current, pages = [], 0
+        current.append(doc)
+        pages += doc.pages
+    if current:
+        batches.append(current)
+    return batches
+
+
+def chunks(items: Sequence[ObjectInfo], size: int) -> Iterable[list[ObjectInfo]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -1,0 +1,171 @@
+"""Loading documents into pages: a text layer where there is one, an image otherwise.
+
+Every limit (bytes, pages, pixels) is checked before the expensive step it protects, so a
+decompression bomb ends as a ``TooLargeError`` instead of an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_raw
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from docproc import detect
+from docproc.errors import (
+    CorruptDocumentError,
+    EncryptedDocumentError,
+    PermanentDocumentError,
+    TooLargeError,
+    UnsupportedTypeError,
+)
+from docproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# PDFium is not thread-safe: one document operation at a time per process.
+_PDFIUM_LOCK = threading.RLock()
+
+
+@dataclass(frozen=True)
+class SourcePage:
+    """One page as found in the document: a text layer, or an image to OCR."""
+
+    number: int
+    text: str | None
+    image: Image.Image | None
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    media_type: str
+    page_count: int
+    size_bytes: int
+
+
+def inspect(path: Path, settings: Settings) -> DocumentInfo:
+    """Detect the type, count the pages and check the limits, without rendering anything."""
+    size = path.stat().st_size
+    if size > settings.max_document_bytes:
+        raise TooLargeError(f"{size} bytes exceeds max_document_bytes={settings.max_document_bytes}")
+    media_type = detect.sniff_file(path)
+    if media_type == detect.PDF:
+        with _PDFIUM_LOCK, _open_pdf(path) as pdf:
+            count = len(pdf)
+            for index in range(count):
+                width, height = pdf.get_page_size(index)
+                _check_pixels(width * settings.dpi / 72, height * settings.dpi / 72, settings, index + 1)
+    elif media_type in detect.IMAGE_TYPES:
+        with _open_image(path) as image:
+            count = getattr(image, "n_frames", 1)
+            _check_page_count(count, settings)
+            for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                _check_pixels(frame.width, frame.height, settings, number)
+    else:
+        count = 1
+    _check_page_count(count, settings)
+    return DocumentInfo(media_type=media_type, page_count=count, size_bytes=size)
+
+
+def iter_pages(path: Path, media_type: str, settings: Settings) -> Iterator[SourcePage]:
+    """The document's pages in order. ``inspect`` must have accepted the document first."""
+    if media_type == detect.PDF:
+        yield from _pdf_pages(path, settings)
+    elif media_type in detect.IMAGE_TYPES:
+        yield from _image_pages(path, settings)
+    elif media_type == detect.TEXT:
+        yield SourcePage(number=1, text=detect.decode_text(path.read_bytes()), image=None)
+    else:
+        raise UnsupportedTypeError(f"no loader for {media_type}")
+
+
+def _check_page_count(count: int, settings: Settings) -> None:
+    if count > settings.max_pages:
+        raise TooLargeError(f"{count} pages exceeds max_pages={settings.max_pages}")
+
+
+def _check_pixels(width: float, height: float, settings: Settings, page: int) -> None:
+    pixels = int(width) * int(height)
+    if pixels > settings.max_page_pixels:
+        raise TooLargeError(
+            f"page of {int(width)}x{int(height)} pixels exceeds max_page_pixels={settings.max_page_pixels}",
+            page=page,
+        )
+
+
+def _open_pdf(path: Path) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == pdfium_raw.FPDF_ERR_PASSWORD:
+            raise EncryptedDocumentError("PDF is encrypted and no password was given") from exc
+        raise CorruptDocumentError(f"unreadable PDF: {exc}") from exc
+
+
+def _pdf_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
+    scale = settings.dpi / 72
+    with _PDFIUM_LOCK:
+        pdf = _open_pdf(path)
+    try:
+        for index in range(len(pdf)):
+            with _PDFIUM_LOCK:
+                try:
+                    page = pdf[index]
+                    textpage = page.get_textpage()
+                    text = textpage.get_text_bounded()
+                    textpage.close()
+                    if len(text.strip()) >= settings.min_text_layer_chars:
+                        image = None
+                    else:
+                        text = None
+                        image = page.render(scale=scale, grayscale=True).to_pil()
+                    page.close()
+                except pdfium.PdfiumError as exc:
+                    raise CorruptDocumentError(f"unreadable PDF page: {exc}", page=index + 1) from exc
+            yield SourcePage(number=index + 1, text=_normalize_layer_text(text), image=image)
+    finally:
+        with _PDFIUM_LOCK:
+            pdf.close()
+
+
+def _normalize_layer_text(text: str | None) -> str | None:
+    if text is None:
+        return None
+    # PDFium ends lines with CRLF and may emit NULs or soft hyphens from the font's encoding.
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").replace("\xad", "")
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit applies; Pillow's bomb check would raise before we can name it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise TooLargeError(str(exc)) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CorruptDocumentError(f"unreadable image: {exc}") from exc
+
+
+def _image_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
+    with _open_image(path) as image:
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            _check_pixels(frame.width, frame.height, settings, number)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    page = frame.copy()  # decodes this frame only; keeps info (EXIF) for orientation
+            except Image.DecompressionBombError as exc:
+                raise TooLargeError(str(exc), page=number) from exc
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise CorruptDocumentError(f"unreadable image data: {exc}", page=number) from exc
+            yield SourcePage(number=number, text=None, image=page)
+
+
+__all__ = ["DocumentInfo", "PermanentDocumentError", "SourcePage", "inspect", "iter_pages"]

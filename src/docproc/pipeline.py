@@ -1,0 +1,119 @@
+"""The processing core: one document from a local file to a validated ``DocumentResult``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from docproc import __version__, imaging, loader, nlp, validate
+from docproc.models import DocumentResult, Line, PageResult, PlannedDocument
+from docproc.ocr import get_engine
+from docproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
+    """Read, OCR, analyse and validate one document. Raises PermanentDocumentError for bad input."""
+    timer = _Timer()
+    started = time.perf_counter()
+    pages: list[PageResult] = []
+    pending = loader.iter_pages(path, doc.media_type, settings)
+    while True:
+        with timer.stage("load"):
+            source_page = next(pending, None)
+        if source_page is None:
+            break
+        pages.append(_read_page(source_page, settings, timer))
+        log.debug("read page", extra={"doc_id": doc.id, "page": source_page.number})
+
+    text, page_starts = _join_pages(pages)
+    with timer.stage("nlp"):
+        analysis = nlp.analyze(text, page_starts)
+    with timer.stage("validate"):
+        quality = validate.assess_quality(
+            pages, analysis.entities, analysis.document_type, settings.min_confidence
+        )
+    timer.seconds["total"] = time.perf_counter() - started
+    return DocumentResult(
+        id=doc.id,
+        source=doc.source,
+        media_type=doc.media_type,
+        size_bytes=doc.size_bytes,
+        pages=pages,
+        text=text,
+        language=analysis.language,
+        entities=analysis.entities,
+        document_type=analysis.document_type,
+        quality=quality,
+        timings={k: round(v, 4) for k, v in timer.seconds.items()},
+        pipeline_version=__version__,
+        settings_fingerprint=settings.fingerprint(),
+        processed_at=datetime.now(UTC),
+    )
+
+
+def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> PageResult:
+    if page.image is None:
+        text = page.text or ""
+        return PageResult(
+            number=page.number,
+            width=0,
+            height=0,
+            rotation=0,
+            skew=0.0,
+            text_source="text_layer",
+            engine=None,
+            mean_confidence=None,
+            text=text,
+            lines=[],
+        )
+    engine = get_engine(settings)
+    with timer.stage("preprocess"):
+        prepared = imaging.prepare_page(page.image, settings, engine)
+    with timer.stage("ocr"):
+        ocr = engine.read(prepared.image)
+    height, width = prepared.image.shape[:2]
+    return PageResult(
+        number=page.number,
+        width=int(width),
+        height=int(height),
+        rotation=prepared.rotation,
+        skew=round(prepared.skew, 3),
+        text_source="ocr",
+        engine=engine.name,
+        mean_confidence=None if ocr.mean_confidence is None else round(ocr.mean_confidence, 4),
+        text=ocr.text,
+        lines=[
+            Line(text=line.text, bbox=line.bbox, confidence=round(line.confidence, 4)) for line in ocr.lines
+        ],
+    )
+
+
+def _join_pages(pages: list[PageResult]) -> tuple[str, list[int]]:
+    """Full text with pages separated by form feeds, and where each page starts in it."""
+    starts: list[int] = []
+    parts: list[str] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        parts.append(page.text)
+        offset += len(page.text) + 1
+    return "\f".join(parts), starts

@@ -1,0 +1,36 @@
+"""Per-process set-up of a worker: compute threads, warm models."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from docproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure_process(settings: Settings) -> None:
+    """Give each worker process its share of the cores, so that workers don't oversubscribe them."""
+    threads = settings.compute_threads
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+        log.debug("torch threads set to %d", threads)
+
+
+def warm_up(settings: Settings) -> None:
+    """Load the OCR engine and NLP models now rather than on the first document."""
+    from docproc import nlp
+    from docproc.ocr import get_engine
+
+    configure_process(settings)
+    get_engine(settings)
+    nlp.load_models()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0))
