@@ -54,5 +54,9 @@ class StorageUnavailableError(TransientError):
     """Storage could not be reached or answered with a server error."""
 
 
+class OcrEngineError(TransientError):
+    """The OCR engine failed on a page (crashed, was killed, timed out, ran out of memory)."""
+
+
 class ObjectNotFoundError(DocprocError):
     """A key that was expected in storage is not there."""

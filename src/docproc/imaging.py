@@ -1,0 +1,284 @@
+"""Page images before OCR: 8-bit grayscale, a resolution the engine reads well, upright, straight.
+
+Engines only ever see what ``prepare_page`` returns: a uint8 HxW array, dark text on light.
+Orientation and skew are found cheaply from the ink itself (projection profiles over ink
+pixels); only the upright-or-upside-down question asks the engine, on a small crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from docproc.ocr.base import OcrEngine
+from docproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_WHITE = 255
+# The projection searches run on a copy of the page no longer than this: enough to resolve a
+# text line's x-height and 0.05 degrees of skew, cheap enough to run on every page.
+_ANALYSIS_SIDE = 1200
+_MAX_INK_POINTS = 150_000
+_MAX_SKEW = 10.0
+_COARSE_STEP = 0.5
+_FINE_STEP = 0.05
+# Below this, a correction would only blur the page.
+_MIN_SKEW = 0.1
+# Text lines turned sideways: the column profile must beat the row profile by this factor.
+_VERTICAL_RATIO = 1.5
+# Upside-down: reading the turned crop must be this much more confident than reading it as is.
+_FLIP_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class PreparedPage:
+    """A page ready for an engine, and what was done to it."""
+
+    image: np.ndarray  # uint8 HxW, what the engine reads
+    rotation: int  # clockwise degrees applied to make text upright: 0, 90, 180, 270
+    skew: float  # degrees corrected: the text leaned this much counter-clockwise; turned back
+    scale: float  # factor applied to the source image's pixels
+
+
+def to_gray8(image: Image.Image) -> Image.Image:
+    """The image upright per its EXIF orientation, as 8-bit grayscale ("L").
+
+    Transparent pixels become white (paper), not black; 16-bit and float samples are scaled
+    to 0..255 rather than clipped.
+    """
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "L":
+        return image.copy()
+    if mode == "1":
+        return image.convert("L")
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_deep_to_uint8(np.asarray(image)))
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (_WHITE, _WHITE, _WHITE, 255))
+        return Image.alpha_composite(paper, rgba).convert("L")
+    if mode != "RGB":
+        # CMYK, YCbCr, LAB, HSV: Pillow knows how to get to RGB, and from there to luma.
+        image = image.convert("RGB")
+    return image.convert("L")
+
+
+def _deep_to_uint8(samples: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit and float samples to 0..255 (Pillow's own convert clips them at 255)."""
+    values = samples.astype(np.float64)
+    if samples.dtype.kind == "f":
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        values = np.nan_to_num(values, nan=1.0 if high <= 1.0 else high)
+        if low >= 0.0 and high <= 1.0:
+            values = values * 255.0  # float images conventionally hold 0..1
+        elif low < 0.0 or high > 255.0:
+            values = (values - low) * (255.0 / max(high - low, 1e-12))
+    else:
+        high = float(values.max(initial=0.0))
+        if high > 65535.0 or float(values.min(initial=0.0)) < 0.0:
+            low = float(values.min())
+            values = (values - low) * (255.0 / max(high - low, 1.0))
+        elif high > 255.0 or (samples.dtype.itemsize >= 2 and samples.dtype.kind == "u"):
+            values = values / 257.0  # 65535 -> 255
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def scale_factor(width: int, height: int, min_side: int, max_side: int) -> float:
+    """Factor that brings the longer side into [min_side, max_side]; 1.0 when it already is."""
+    longer = max(width, height)
+    if longer <= 0:
+        return 1.0
+    if longer < min_side:
+        return min_side / longer
+    if longer > max_side:
+        return max_side / longer
+    return 1.0
+
+
+def prepare_page(image: Image.Image, settings: Settings, engine: OcrEngine) -> PreparedPage:
+    """8-bit grayscale, scaled, upright and deskewed page for ``engine``."""
+    gray = np.array(to_gray8(image), dtype=np.uint8)
+    scale = scale_factor(gray.shape[1], gray.shape[0], settings.ocr_min_side, settings.ocr_max_side)
+    if scale != 1.0:
+        gray = _resize(gray, scale)
+
+    rotation = 0
+    own: int | None = None
+    if settings.detect_orientation:
+        own = engine.detect_rotation(gray)
+        if own is not None:
+            rotation = own % 360
+        elif lines_run_vertically(gray):
+            # Text lines run top to bottom: a quarter turn makes them horizontal; whether it
+            # was the right quarter turn is settled by the upside-down test below.
+            rotation = 90
+        gray = rotate_quadrant(gray, rotation)
+    skew = 0.0
+    if settings.deskew:
+        skew = detect_skew(gray)
+        if abs(skew) >= _MIN_SKEW:
+            gray = rotate_small(gray, skew)
+        else:
+            skew = 0.0
+    # Upright or upside down is asked last, of a straight page, where the engine reads best.
+    if settings.detect_orientation and own is None and is_upside_down(gray, engine):
+        rotation = (rotation + 180) % 360
+        gray = rotate_quadrant(gray, 180)
+    log.debug("page prepared: scale %.3f, rotation %d, skew %.2f", scale, rotation, skew)
+    return PreparedPage(image=np.ascontiguousarray(gray), rotation=rotation, skew=skew, scale=scale)
+
+
+def _resize(gray: np.ndarray, factor: float) -> np.ndarray:
+    height, width = gray.shape
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    # Area averaging keeps thin strokes when shrinking; cubic keeps edges sharp when enlarging.
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return np.asarray(cv2.resize(gray, size, interpolation=interpolation), dtype=np.uint8)
+
+
+def rotate_quadrant(gray: np.ndarray, clockwise: int) -> np.ndarray:
+    """``gray`` turned clockwise by 0, 90, 180 or 270 degrees."""
+    turns = (clockwise // 90) % 4
+    if clockwise % 90:
+        raise ValueError(f"quadrant rotation must be a multiple of 90 degrees, got {clockwise}")
+    # np.rot90 turns counter-clockwise for positive k.
+    return np.ascontiguousarray(np.rot90(gray, k=-turns))
+
+
+def rotate_small(gray: np.ndarray, skew: float) -> np.ndarray:
+    """Turn a page whose text leans ``skew`` degrees counter-clockwise back, on a white canvas
+    grown so that no corner is cut off."""
+    height, width = gray.shape
+    # cv2 angles are counter-clockwise: undoing a counter-clockwise lean is a negative angle.
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), -skew, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_w = int(np.ceil(height * sin + width * cos))
+    new_h = int(np.ceil(height * cos + width * sin))
+    matrix[0, 2] += new_w / 2 - width / 2
+    matrix[1, 2] += new_h / 2 - height / 2
+    out = cv2.warpAffine(
+        gray,
+        matrix,
+        (new_w, new_h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=_WHITE,
+    )
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _ink_mask(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """Binary ink mask of a reduced copy of the page, and the reduction factor."""
+    factor = min(1.0, _ANALYSIS_SIDE / max(gray.shape))
+    small = _resize(gray, factor) if factor < 1.0 else gray
+    _, mask = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    ink = np.asarray(mask, dtype=bool)
+    if ink.mean() > 0.5:
+        ink = ~ink  # light text on a dark ground: the minority class is the ink
+    return ink, factor
+
+
+def _ink_points(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    ink, _ = _ink_mask(gray)
+    ys, xs = np.nonzero(ink)
+    if len(xs) < 200:
+        return None
+    if len(xs) > _MAX_INK_POINTS:
+        # A fixed seed: the same page always gets the same answer.
+        keep = np.random.default_rng(0).choice(len(xs), _MAX_INK_POINTS, replace=False)
+        xs, ys = xs[keep], ys[keep]
+    return xs.astype(np.float64), ys.astype(np.float64)
+
+
+def _profile_score(xs: np.ndarray, ys: np.ndarray, angle: float) -> float:
+    """How sharply ink piles into rows along lines tilted by ``angle`` (clockwise, image coordinates).
+
+    Text lines aligned with the projection give tall peaks and empty gaps, so the squared
+    differences of neighbouring bins are largest at the text's own angle.
+    """
+    theta = np.deg2rad(angle)
+    proj = ys * np.cos(theta) - xs * np.sin(theta)
+    hist = np.bincount(np.rint(proj - proj.min()).astype(np.int64)).astype(np.float64)
+    return float(np.square(np.diff(hist)).sum())
+
+
+def _best_angle(xs: np.ndarray, ys: np.ndarray, angles: np.ndarray) -> tuple[float, float]:
+    scores = [_profile_score(xs, ys, float(a)) for a in angles]
+    best = int(np.argmax(scores))
+    return float(angles[best]), scores[best]
+
+
+def lines_run_vertically(gray: np.ndarray) -> bool:
+    """Whether the page's text lines run top to bottom (page turned by 90 or 270 degrees)."""
+    points = _ink_points(gray)
+    if points is None:
+        return False
+    xs, ys = points
+    angles = np.arange(-_MAX_SKEW, _MAX_SKEW + 1e-9, 1.0)
+    _, rows = _best_angle(xs, ys, angles)
+    _, columns = _best_angle(ys, xs, angles)
+    log.debug("orientation profile: rows %.3g, columns %.3g", rows, columns)
+    return columns > _VERTICAL_RATIO * rows
+
+
+def detect_skew(gray: np.ndarray) -> float:
+    """Degrees the text leans counter-clockwise (within +-10), 0.0 for a page without ink."""
+    points = _ink_points(gray)
+    if points is None:
+        return 0.0
+    xs, ys = points
+    coarse, _ = _best_angle(xs, ys, np.arange(-_MAX_SKEW, _MAX_SKEW + 1e-9, _COARSE_STEP))
+    fine, _ = _best_angle(xs, ys, np.arange(coarse - _COARSE_STEP, coarse + _COARSE_STEP + 1e-9, _FINE_STEP))
+    # The search angle is clockwise in image coordinates; report it counter-clockwise.
+    return round(-fine, 2) + 0.0
+
+
+def _text_crop(gray: np.ndarray) -> np.ndarray | None:
+    """The part of the page with the most text-like detail, about a quarter of its height and
+    half its width: enough words to judge orientation, little enough to read twice cheaply."""
+    ink, factor = _ink_mask(gray)
+    height, width = ink.shape
+    longer = max(height, width)
+    crop_h, crop_w = min(height, max(1, longer // 4)), min(width, max(1, longer // 2))
+    # Horizontal ink/paper transitions: dense in text, sparse in pictures and blank paper.
+    edges = np.zeros(ink.shape, dtype=np.int32)
+    edges[:, 1:] = ink[:, 1:] != ink[:, :-1]
+    integral = cv2.integral(edges)
+    best, best_at = 0, (0, 0)
+    for top in range(0, height - crop_h + 1, max(1, crop_h // 4)):
+        for left in range(0, width - crop_w + 1, max(1, crop_w // 4)):
+            total = int(
+                integral[top + crop_h, left + crop_w]
+                - integral[top, left + crop_w]
+                - integral[top + crop_h, left]
+                + integral[top, left]
+            )
+            if total > best:
+                best, best_at = total, (top, left)
+    if best < 100:
+        return None
+    top, left = (round(v / factor) for v in best_at)
+    return gray[top : top + round(crop_h / factor), left : left + round(crop_w / factor)]
+
+
+def is_upside_down(gray: np.ndarray, engine: OcrEngine) -> bool:
+    """Whether the engine reads a crop of the page clearly better turned by 180 degrees."""
+    crop = _text_crop(gray)
+    if crop is None:
+        return False
+    votes = engine.flip_confidences(np.ascontiguousarray(crop))
+    if votes is None:
+        return False
+    upright, turned = votes
+    log.debug("orientation votes: as is %.3f, turned 180 %.3f", upright, turned)
+    return turned > upright + _FLIP_MARGIN

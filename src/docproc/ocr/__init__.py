@@ -1,0 +1,60 @@
+"""OCR engines behind one interface, one instance per worker process and settings.
+
+``get_engine(settings)`` is the only way in: engines load models (easyocr) or probe programs
+(tesseract) once, and every later page reuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from docproc.errors import ConfigurationError
+from docproc.ocr.base import OcrEngine, OcrLine, OcrPage, Segment
+from docproc.settings import Settings
+
+__all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_engine"]
+
+log = logging.getLogger(__name__)
+
+EngineKey = tuple[str, tuple[str, ...], bool]
+
+_engines: dict[EngineKey, OcrEngine] = {}
+# Built under the lock: two threads of one worker asking at once must not load two Readers.
+_engines_lock = threading.Lock()
+
+
+def engine_key(settings: Settings) -> EngineKey:
+    """What makes two engines different: the engine, its languages and the GPU switch."""
+    return (settings.engine, tuple(settings.languages), settings.gpu)
+
+
+def get_engine(settings: Settings) -> OcrEngine:
+    """The process's engine for these settings, built on first use."""
+    key = engine_key(settings)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _build(key)
+            _engines[key] = engine
+        return engine
+
+
+def clear_engines() -> None:
+    """Forget every built engine (their memory goes once nothing else holds them)."""
+    with _engines_lock:
+        _engines.clear()
+
+
+def _build(key: EngineKey) -> OcrEngine:
+    name, languages, gpu = key
+    log.info("building OCR engine %s for languages %s", name, ",".join(languages))
+    if name == "easyocr":
+        from docproc.ocr.easyocr_engine import EasyOcrEngine
+
+        return EasyOcrEngine(languages, gpu=gpu)
+    if name == "tesseract":
+        from docproc.ocr.tesseract_engine import TesseractEngine
+
+        return TesseractEngine(languages)
+    raise ConfigurationError(f"unknown OCR engine {name!r}")

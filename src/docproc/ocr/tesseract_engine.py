@@ -1,0 +1,170 @@
+"""Debian's tesseract, called as a program (TSV output), so it needs no Python binding.
+
+Installed by ``scripts/tools/tesseract.sh`` (``make tools``). Pages go to tesseract as PNG on
+stdin and words come back as TSV on stdout: no temporary files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from docproc.errors import ConfigurationError, OcrEngineError
+from docproc.ocr.base import OcrEngine, OcrPage, Segment, check_gray8
+from docproc.ocr.layout import reading_order
+
+log = logging.getLogger(__name__)
+
+# settings.languages holds easyocr's codes; tesseract names its traineddata differently.
+_LANGUAGES = {
+    "en": "eng",
+    "de": "deu",
+    "fr": "fra",
+    "es": "spa",
+    "it": "ita",
+    "pt": "por",
+    "nl": "nld",
+    "da": "dan",
+    "sv": "swe",
+    "no": "nor",
+    "fi": "fin",
+    "pl": "pol",
+    "cs": "ces",
+    "ru": "rus",
+    "tr": "tur",
+}
+# Prepared pages carry no resolution; without one tesseract guesses 70 dpi and warns. Pages
+# are scaled to a few thousand pixels per side, which is about what 300 dpi gives.
+_NOMINAL_DPI = "300"
+_TIMEOUT_SECONDS = 300.0
+# OSD below this confidence is a guess (OCRmyPDF's default threshold for rotating pages is 14;
+# tesseract's own scale, not a probability). Lower than that keeps small pages correctable.
+_OSD_MIN_CONFIDENCE = 2.0
+_ROTATE = re.compile(r"^Rotate:\s*(\d+)", re.MULTILINE)
+_CONFIDENCE = re.compile(r"^Orientation confidence:\s*([0-9.]+)", re.MULTILINE)
+
+
+class TesseractEngine(OcrEngine):
+    name = "tesseract"
+
+    def __init__(self, languages: Sequence[str]) -> None:
+        executable = shutil.which("tesseract")
+        if executable is None:
+            raise ConfigurationError(
+                "the tesseract engine needs the `tesseract` program: run `make tools` "
+                "(scripts/tools/tesseract.sh installs Debian's tesseract-ocr)"
+            )
+        self._executable = executable
+        # Tesseract's OpenMP threads fight the other workers for the same cores; one page per
+        # process on one thread is faster overall (OCRmyPDF sets the same limit). The child
+        # inherits the rest of the environment unchanged (TESSDATA_PREFIX, locale).
+        self._env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        unknown = [code for code in languages if code not in _LANGUAGES]
+        if unknown:
+            raise ConfigurationError(f"no tesseract language known for {unknown}")
+        wanted = [_LANGUAGES[code] for code in languages]
+        installed = self._installed_languages()
+        missing = [lang for lang in wanted if lang not in installed]
+        if missing:
+            raise ConfigurationError(
+                f"tesseract language data missing: {missing} (apt-get install "
+                + " ".join(f"tesseract-ocr-{m}" for m in missing)
+                + ")"
+            )
+        self._languages = "+".join(wanted)
+        self._has_osd = "osd" in installed
+
+    def _installed_languages(self) -> set[str]:
+        output = self._run(["--list-langs"], None).decode(errors="replace")
+        return {line.strip() for line in output.splitlines()[1:] if line.strip()}
+
+    def _run(self, args: list[str], image: np.ndarray | None) -> bytes:
+        stdin = None
+        if image is not None:
+            ok, png = cv2.imencode(".png", image)
+            if not ok:
+                raise OcrEngineError(f"cannot encode a {image.shape} page as PNG for tesseract")
+            stdin = png.tobytes()
+        command = [self._executable, *args]
+        try:
+            done = subprocess.run(
+                command,
+                input=stdin,
+                capture_output=True,
+                timeout=_TIMEOUT_SECONDS,
+                check=True,
+                env=self._env,
+            )
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"tesseract disappeared: {exc}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise OcrEngineError(f"tesseract took longer than {_TIMEOUT_SECONDS:.0f} s") from exc
+        except subprocess.CalledProcessError as exc:
+            message = exc.stderr.decode(errors="replace").strip()[-500:]
+            raise OcrEngineError(f"tesseract exited with status {exc.returncode}: {message}") from exc
+        return done.stdout
+
+    def read(self, image: np.ndarray) -> OcrPage:
+        check_gray8(image)
+        tsv = self._run(
+            ["stdin", "stdout", "-l", self._languages, "--dpi", _NOMINAL_DPI, "--psm", "3", "tsv"], image
+        )
+        return OcrPage.from_lines(reading_order(parse_tsv(tsv.decode("utf-8", errors="replace"))))
+
+    def detect_rotation(self, image: np.ndarray) -> int | None:
+        if not self._has_osd:
+            return None
+        check_gray8(image)
+        try:
+            osd = self._run(["stdin", "stdout", "--dpi", _NOMINAL_DPI, "--psm", "0"], image)
+        except OcrEngineError as exc:
+            # "Too few characters" and similar: no opinion, the generic detector decides.
+            log.debug("tesseract OSD gave no answer: %s", exc)
+            return None
+        text = osd.decode(errors="replace")
+        rotate, confidence = _ROTATE.search(text), _CONFIDENCE.search(text)
+        if rotate is None or confidence is None:
+            return None
+        if float(confidence.group(1)) < _OSD_MIN_CONFIDENCE:
+            log.debug("tesseract OSD unsure (%s): ignored", confidence.group(1))
+            return None
+        return int(rotate.group(1)) % 360
+
+
+def parse_tsv(tsv: str) -> list[Segment]:
+    """Tesseract's word rows (level 5) grouped into its lines (block, paragraph, line)."""
+    lines: dict[tuple[str, str, str, str], list[tuple[str, tuple[int, int, int, int], float]]] = {}
+    for row in csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE):
+        text = (row.get("text") or "").strip()
+        if row.get("level") != "5" or not text:
+            continue
+        left, top = int(row["left"]), int(row["top"])
+        box = (left, top, left + int(row["width"]), top + int(row["height"]))
+        confidence = max(0.0, min(100.0, float(row["conf"]))) / 100.0
+        key = (row["page_num"], row["block_num"], row["par_num"], row["line_num"])
+        lines.setdefault(key, []).append((text, box, confidence))
+    segments = []
+    for words in lines.values():
+        chars = sum(len(w[0]) for w in words)
+        segments.append(
+            Segment(
+                text=" ".join(w[0] for w in words),
+                bbox=(
+                    min(w[1][0] for w in words),
+                    min(w[1][1] for w in words),
+                    max(w[1][2] for w in words),
+                    max(w[1][3] for w in words),
+                ),
+                confidence=sum(w[2] * len(w[0]) for w in words) / chars,
+            )
+        )
+    return segments
