@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install helm and kustomize into the docproc tool cache (outside the repo), reused when present.
+# Both are built with `go install` from the Go module proxy: no binary download site is needed,
+# and the chart tests (tests/test_helm.py, tests/test_k8s.py) use exactly these versions.
+# Prints the two binaries' paths as its last two lines: `helm <path>` and `kustomize <path>`.
+set -euo pipefail
+
+HELM_VERSION="v3.21.4"
+KUSTOMIZE_VERSION="v5.8.1"  # v5.8.2+ need Go >= 1.26, v5.8.3 Go 1.27
+
+tools_dir="${DOCPROC_TOOLS_DIR:-$HOME/.cache/docproc-tools}"
+
+# install NAME VERSION MODULE: build MODULE@VERSION into $tools_dir/NAME-VERSION/bin/NAME.
+install() {
+    local name="$1" version="$2" module="$3"
+    local bin_dir="$tools_dir/$name-$version/bin"
+    if [[ -x "$bin_dir/$name" ]]; then
+        echo "$name $version: $bin_dir/$name (cached)" >&2
+        return
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        echo "helm.sh: 'go' is not on PATH; install Go >= 1.24 to build $name" >&2
+        exit 1
+    fi
+    mkdir -p "$tools_dir"
+    echo "$name $version: building with go install..." >&2
+    local start tmp_bin
+    start=$(date +%s)
+    # Build into a temporary GOBIN and move it into place so that an interrupted build never
+    # leaves a half-written binary that the check above would take for a finished install.
+    tmp_bin="$(mktemp -d "$tools_dir/.$name-build.XXXXXX")"
+    GOBIN="$tmp_bin" CGO_ENABLED="${CGO_ENABLED:-0}" GOFLAGS="${GOFLAGS:-} -trimpath" \
+        go install "$module@$version"
+    mkdir -p "$bin_dir"
+    mv "$tmp_bin/$name" "$bin_dir/$name"
+    rm -rf "$tmp_bin"
+    echo "$name $version: built in $(( $(date +%s) - start ))s" >&2
+}
+
+install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
+
+echo "helm $tools_dir/helm-$HELM_VERSION/bin/helm"
+echo "kustomize $tools_dir/kustomize-$KUSTOMIZE_VERSION/bin/kustomize"
