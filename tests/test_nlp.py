@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from spacy.language import Language as SpacyLanguage
 
 from docproc import nlp
 from docproc.models import Entity
@@ -178,7 +179,7 @@ SAMPLES = {
 }
 
 
-def found(text: str, kind: str) -> list[str | dict[str, str]]:
+def found(text: str, kind: str) -> list[str | dict[str, str] | None]:
     return [e.value for e in nlp.analyze(text, [0]).entities if e.type == kind and e.source == "pattern"]
 
 
@@ -419,7 +420,7 @@ def test_pipeline_cache_is_keyed_and_safe_across_threads() -> None:
     exclude = ("tagger", "parser", "attribute_ruler", "lemmatizer")
     barrier = threading.Barrier(4)
 
-    def load(_: int) -> object:
+    def load(_: int) -> SpacyLanguage:
         barrier.wait()
         return ner.get_pipeline(exclude)
 
