@@ -83,8 +83,9 @@ def run(
 
 def _run_flow(source: str, destination: str, settings: Settings, force: bool) -> RunReport:
     from flows import process
+    from flows.local_api import prefect_api
 
-    with Progress(
+    with prefect_api(), Progress(
         TextColumn("[bold]processing"),
         BarColumn(),
         MofNCompleteColumn(),
