@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -414,6 +415,21 @@ def test_models_load_once_and_are_shared() -> None:
     assert ner.get_pipeline() is ner.get_pipeline()
     assert language.get_detector() is language.get_detector()
     assert ner.get_pipeline().pipe_names == ["ner"]
+
+
+def test_models_load_and_run_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    # Empty caches, so that this process loads both models again with the network refused.
+    monkeypatch.setattr(ner, "_pipelines", {})
+    monkeypatch.setattr(language, "_detectors", {})
+    nlp.load_models()
+    analysis = nlp.analyze(LETTER, [0])
+    assert analysis.language.code == "en"
+    assert any(e.type == "PERSON" for e in analysis.entities)
 
 
 def test_pipeline_cache_is_keyed_and_safe_across_threads() -> None:
