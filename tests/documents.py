@@ -1,0 +1,33 @@
+"""Documents made by the tests: born-digital and encrypted PDFs, rotated and oversized images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fpdf import FPDF
+from PIL import Image
+
+
+def text_pdf(path: Path, lines: list[str], *, password: str | None = None) -> Path:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    for line in lines:
+        pdf.cell(0, 8, line, new_x="LMARGIN", new_y="NEXT")
+    if password is not None:
+        pdf.set_encryption(owner_password=password + "-owner", user_password=password)
+    pdf.output(str(path))
+    return path
+
+
+def huge_png(path: Path, side: int = 20000) -> Path:
+    """A decompression bomb: tiny on disk, side x side pixels once decoded."""
+    Image.new("1", (side, side), 1).save(path, optimize=True)
+    return path
+
+
+def rotated(src: Path, dest: Path, degrees: int) -> Path:
+    """``src`` turned ``degrees`` counter-clockwise, as a page scanned sideways would be."""
+    with Image.open(src) as image:
+        image.convert("L").rotate(degrees, expand=True, fillcolor=255).save(dest)
+    return dest
