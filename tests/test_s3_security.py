@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import secrets
@@ -118,6 +119,21 @@ class TestSseC:
         with pytest.raises(ConfigurationError) as info:
             wrong_key.read_bytes("results/a.json")
         assert key not in str(info.value)
+
+    def test_inbox_objects_uploaded_without_a_key_are_readable(self, tls_server: MinioServer) -> None:
+        """Users drop documents into inbox/ without SSE-C; docproc must still read them."""
+        prefix = fresh_prefix()
+        tls_server.client().put_object(BUCKET, f"{prefix}/inbox/plain.txt", io.BytesIO(b"plain"), 5)
+        storage = S3Storage(BUCKET, prefix, tls_server.settings(s3_sse="c", s3_sse_c_key=sse_c_key()))
+        assert storage.exists("inbox/plain.txt")
+        assert storage.read_bytes("inbox/plain.txt") == b"plain"
+        with storage.local_copy("inbox/plain.txt") as path:
+            assert path.read_bytes() == b"plain"
+        assert not storage.exists("inbox/missing.txt")
+        # What docproc writes next to it is still encrypted with the customer key.
+        storage.write_bytes("results/r.json", b"{}")
+        with pytest.raises(S3Error):
+            tls_server.client().stat_object(BUCKET, f"{prefix}/results/r.json")
 
     def test_sse_c_settings_are_checked_up_front(
         self, tls_server: MinioServer, minio_server: MinioServer

@@ -169,6 +169,13 @@ class TestStorageContract:
             storage.write_bytes(key, b"x")
         assert list(storage.iter_objects()) == []
 
+    def test_overlong_path_component_is_refused(self, storage: Storage) -> None:
+        # 255 bytes is the file-name limit of local file systems and of MinIO's object names.
+        key = "inbox/" + "é" * 150 + ".pdf"  # one 304-byte component
+        with pytest.raises(ConfigurationError):
+            storage.write_bytes(key, b"x")
+        assert list(storage.iter_objects()) == []
+
     @pytest.mark.parametrize("key", UNSAFE_KEYS)
     def test_unsafe_keys_are_refused(self, storage: Storage, tmp_path: Path, key: str) -> None:
         source = tmp_path / "source.txt"

@@ -64,6 +64,13 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+# What a server answers when a customer key is sent for an object stored without one
+# (GET: InvalidRequest "The encryption parameters are not applicable"; HEAD has no body: BadRequest).
+_SSEC_NOT_APPLICABLE_CODES = frozenset({"InvalidRequest", "BadRequest", "InvalidArgument"})
+
+
+class _NotCustomerEncryptedError(Exception):
+    """Internal: the object was not written with SSE-C; read it without the key."""
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -204,7 +211,21 @@ class S3Storage(Storage):
             text = text.replace(secret, "***")
         return text
 
-    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+    def _read(self, op: str, key: str, fn: Callable[[SseCustomerKey | None], T]) -> T:
+        """A read that sends the SSE-C key when there is one.
+
+        Documents in an inbox are usually uploaded without a customer key; the server refuses
+        a key for those, so they are read again without it. docproc's own writes always carry it.
+        """
+        if self._ssec is None:
+            return self._call(op, key, lambda: fn(None))
+        ssec = self._ssec
+        try:
+            return self._call(op, key, lambda: fn(ssec), ssec_sent=True)
+        except _NotCustomerEncryptedError:
+            return self._call(op, key, lambda: fn(None))
+
+    def _call(self, op: str, key: str, fn: Callable[[], T], *, ssec_sent: bool = False) -> T:
         """Run one SDK operation; retry what may pass, translate everything into docproc errors."""
         target = f"{self.url}/{key}" if key else self.url
         start = time.monotonic()
@@ -214,6 +235,13 @@ class S3Storage(Storage):
                 return fn()
             except (MinioException, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
                 if not _is_transient(exc):
+                    if (
+                        ssec_sent
+                        and isinstance(exc, S3Error)
+                        and exc.code in _SSEC_NOT_APPLICABLE_CODES
+                        and getattr(exc.response, "status", 0) == 400
+                    ):
+                        raise _NotCustomerEncryptedError from exc
                     raise self._permanent(op, key, target, exc) from exc
                 attempt += 1
                 delay = min(_MAX_DELAY, _FIRST_DELAY * 2 ** (attempt - 1))
@@ -274,7 +302,7 @@ class S3Storage(Storage):
     def exists(self, key: str) -> bool:
         name = self._object_name(key)
         try:
-            self._call("stat", key, lambda: self._client.stat_object(self.bucket, name, ssec=self._ssec))
+            self._read("stat", key, lambda ssec: self._client.stat_object(self.bucket, name, ssec=ssec))
         except ObjectNotFoundError:
             return False
         return True
@@ -282,15 +310,15 @@ class S3Storage(Storage):
     def read_bytes(self, key: str) -> bytes:
         name = self._object_name(key)
 
-        def read() -> bytes:
-            response = self._client.get_object(self.bucket, name, ssec=self._ssec)
+        def read(ssec: SseCustomerKey | None) -> bytes:
+            response = self._client.get_object(self.bucket, name, ssec=ssec)
             try:
                 return response.read()
             finally:
                 response.close()
                 response.release_conn()
 
-        return self._call("read", key, read)
+        return self._read("read", key, read)
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         name = self._object_name(key)
@@ -333,11 +361,11 @@ class S3Storage(Storage):
         with tempfile.TemporaryDirectory(prefix="docproc-s3-") as tmp:
             path = Path(tmp) / basename
             part = Path(tmp) / "download.part"
-            self._call(
+            self._read(
                 "download",
                 key,
-                lambda: self._client.fget_object(
-                    self.bucket, name, str(path), ssec=self._ssec, tmp_file_path=str(part)
+                lambda ssec: self._client.fget_object(
+                    self.bucket, name, str(path), ssec=ssec, tmp_file_path=str(part)
                 ),
             )
             yield path
