@@ -32,10 +32,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
+    WorkQueueFilter,
 )
 from prefect.client.schemas.objects import FlowRun, WorkPool
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
-from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -54,6 +55,8 @@ PoolType = Literal["kubernetes", "process"]
 # The pool's own default queue is not used by docproc's deployments; it goes last so it can
 # never tie with or outrank a docproc queue.
 DEFAULT_QUEUE_PRIORITY = 1000
+# Prefect 3.8's client sends null for an omitted filter, limit and offset, which the server refuses.
+_ALL_QUEUES: dict[str, Any] = {"work_queue_filter": WorkQueueFilter(), "limit": 200, "offset": 0}
 
 
 # -- prefect.yaml, validated at the boundary ------------------------------------------------
@@ -218,7 +221,9 @@ async def apply_pool(
 
 
 async def _apply_queues(client: PrefectClient) -> None:
-    existing = {q.name: q for q in await client.read_work_queues(work_pool_name=WORK_POOL_NAME)}
+    existing = {
+        q.name: q for q in await client.read_work_queues(work_pool_name=WORK_POOL_NAME, **_ALL_QUEUES)
+    }
     # Queue priorities are unique in a pool and the server shifts others to keep them so:
     # apply in priority order so each queue lands on its number.
     for spec in sorted(QUEUES.values(), key=lambda s: s.priority):
@@ -312,7 +317,9 @@ async def apply_all_async(
             parameter_overrides=parameter_overrides,
             schedule_overrides=schedule_overrides,
         )
-        queues = {q.name: q.priority for q in await client.read_work_queues(work_pool_name=pool.name)}
+        queues = {
+            q.name: q.priority for q in await client.read_work_queues(work_pool_name=pool.name, **_ALL_QUEUES)
+        }
     return ApplyResult(pool.name, pool.type, created, queues, ids)
 
 
@@ -405,7 +412,9 @@ async def read_status_async(client: PrefectClient, run_id: UUID) -> RunStatus:
     """State and progress of a run: documents done/total and quarantined, from its artifacts."""
     run = await client.read_flow_run(run_id)
     artifacts = await client.read_artifacts(
-        flow_run_filter=None,
+        sort=ArtifactSort.CREATED_DESC,
+        limit=50,
+        offset=0,
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
             key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT_KEY, REPORT_ARTIFACT_KEY]),
@@ -448,6 +457,7 @@ async def recent_runs_async(client: PrefectClient, limit: int = 20) -> list[RunS
         flow_filter=FlowFilter(name=FlowFilterName(any_=[PROCESS_FLOW_NAME])),
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
+        offset=0,
     )
     return [await read_status_async(client, run.id) for run in runs]
 

@@ -1,0 +1,325 @@
+"""Work pool, queues and deployments on a real Prefect server; queue priority with a real worker.
+
+The priority tests run a real `prefect worker start --type process` against the session's
+Prefect server, with the pool's concurrency at 1 so that runs go one at a time and the order
+in which they start is the order in which the server handed them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import DeploymentSort
+from prefect.states import Scheduled
+from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+from typer.testing import CliRunner
+
+from docproc.cli import app
+from docproc.queues import QUEUES, WORK_POOL_NAME, Priority
+from flows import deployments
+from tests.fixtures.prefect_server import PrefectServer
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT = 240.0
+
+
+# -- prefect.yaml against the one definition of the queues -----------------------------------
+
+
+def test_prefect_yaml_has_one_process_deployment_per_queue() -> None:
+    raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    project = deployments.load_project()
+    process = [d for d in project.deployments if d.entrypoint == "flows.process.process_documents"]
+    assert sorted(d.name for d in process) == sorted(q.name for q in QUEUES.values())
+    for d in process:
+        spec = QUEUES[Priority(d.name)]
+        assert d.work_pool.name == WORK_POOL_NAME
+        assert d.work_pool.work_queue_name == spec.name
+        assert d.parameters["priority"] == spec.name
+        assert d.work_pool.job_variables["priority_class_name"] == f"docproc-{spec.name}"
+        for var in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+            assert d.work_pool.job_variables[var], (d.name, var)
+    scan = next(d for d in project.deployments if d.name == "inbox-scan")
+    assert scan.entrypoint == "flows.inbox_scan.scan_inbox"
+    assert scan.work_pool.work_queue_name == QUEUES[Priority.STANDARD].name
+    assert scan.schedules
+    assert scan.schedules[0].interval or scan.schedules[0].cron
+    assert raw["deployments"][0]["work_pool"]["name"] == WORK_POOL_NAME
+
+
+def test_kubernetes_job_gets_priority_class_and_resources(prefect_api: PrefectServer) -> None:
+    """Render the pool's real template with the critical deployment's variables, as the worker does.
+
+    Rendering resolves block and variable references, hence the server.
+    """
+    template = deployments.base_job_template("kubernetes")
+    critical = next(d for d in deployments.load_project().deployments if d.name == "critical")
+    config = asyncio.run(
+        KubernetesWorkerJobConfiguration.from_template_and_values(template, critical.work_pool.job_variables)
+    )
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "docproc-critical"
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "6Gi"}
+    assert resources["limits"] == {"cpu": "4", "memory": "8Gi"}
+    # Without a PriorityClass the field is left out, not rendered empty.
+    bare = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, {}))
+    assert "priorityClassName" not in bare.job_manifest["spec"]["template"]["spec"]
+
+
+def test_job_variables_unknown_to_a_process_pool_are_dropped() -> None:
+    template = deployments.base_job_template("process")
+    kept = deployments.job_variables_for_pool(
+        {"priority_class_name": "docproc-bulk", "cpu_request": "1", "working_dir": "/srv"}, template
+    )
+    assert kept == {"working_dir": "/srv"}
+
+
+# -- applying against the server -------------------------------------------------------------
+
+
+def _pool_state() -> tuple[str, int | None, dict[str, tuple[int, int | None]], dict[str, str]]:
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(WORK_POOL_NAME)
+        queues = {
+            q.name: (q.priority, q.concurrency_limit)
+            for q in client.read_work_queues(work_pool_name=pool.name, **deployments._ALL_QUEUES)
+        }
+        deps = {
+            d.name: str(d.work_queue_name)
+            for d in client.read_deployments(limit=200, sort=DeploymentSort.NAME_ASC)
+            if d.work_pool_name == WORK_POOL_NAME
+        }
+    return pool.type, pool.concurrency_limit, queues, deps
+
+
+def test_pool_apply_is_idempotent_for_kubernetes(prefect_api: PrefectServer, docproc_pool: str) -> None:
+    runner = CliRunner()
+    with get_client(sync_client=True) as client:
+        client.delete_work_pool(WORK_POOL_NAME)
+    try:
+        first = runner.invoke(app, ["pool", "apply", "--type", "kubernetes", "--image", "docproc:test"])
+        assert first.exit_code == 0, first.output
+        assert "created" in first.output
+        state1 = _pool_state()
+        second = runner.invoke(app, ["pool", "apply", "--type", "kubernetes", "--image", "docproc:test"])
+        assert second.exit_code == 0, second.output
+        assert "updated" in second.output
+        state2 = _pool_state()
+        assert state1 == state2
+        pool_type, _, queues, deps = state2
+        assert pool_type == "kubernetes"
+        for spec in QUEUES.values():
+            assert queues[spec.name] == (spec.priority, spec.concurrency_limit)
+        assert queues["default"][0] > max(q.priority for q in QUEUES.values())
+        assert deps == {
+            "critical": "critical",
+            "standard": "standard",
+            "bulk": "bulk",
+            "inbox-scan": "standard",
+        }
+        with get_client(sync_client=True) as client:
+            pool = client.read_work_pool(WORK_POOL_NAME)
+            assert pool.base_job_template["variables"]["properties"]["image"]["default"] == "docproc:test"
+            scan = client.read_deployment_by_name("inbox-scan/inbox-scan")
+            assert len(scan.schedules) == 1
+            critical = client.read_deployment_by_name(deployments.deployment_name("critical"))
+            assert critical.job_variables["priority_class_name"] == "docproc-critical"
+            assert critical.parameters["priority"] == "critical"
+        # A pool of another type is not silently repurposed.
+        clash = runner.invoke(app, ["pool", "apply", "--type", "process"])
+        assert clash.exit_code == 2
+        assert "exists with type 'kubernetes'" in clash.output
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_work_pool(WORK_POOL_NAME)
+        deployments.apply_all("process")
+
+
+def test_scan_schedule_is_configurable(prefect_api: PrefectServer, docproc_pool: str) -> None:
+    result = CliRunner().invoke(app, ["pool", "apply", "--type", "process", "--scan-cron", "*/10 * * * *"])
+    assert result.exit_code == 0, result.output
+    try:
+        with get_client(sync_client=True) as client:
+            scan = client.read_deployment_by_name("inbox-scan/inbox-scan")
+            assert [s.schedule.cron for s in scan.schedules] == ["*/10 * * * *"]  # type: ignore[union-attr]
+    finally:
+        deployments.apply_all("process")
+    with get_client(sync_client=True) as client:
+        scan = client.read_deployment_by_name("inbox-scan/inbox-scan")
+        assert [s.schedule.interval for s in scan.schedules] == [timedelta(seconds=300)]  # type: ignore[union-attr]
+
+
+def test_submit_and_status_without_a_worker(
+    prefect_api: PrefectServer, docproc_pool: str, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["submit", str(tmp_path / "in"), "--priority", "bulk", "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    first_line = result.output.splitlines()[0]
+    run_id = UUID(first_line.split()[2])
+    assert "on queue bulk" in first_line
+    assert f"{prefect_api.ui_url}/runs/flow-run/{run_id}" in result.output
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        client.delete_flow_run(run_id)  # never to be run: keep the queue clean for the worker tests
+    assert run.work_queue_name == "bulk"
+    assert run.parameters["priority"] == "bulk"
+    assert run.parameters["destination"] == str(tmp_path / "out")
+
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    missing = runner.invoke(app, ["status", str(run_id)])
+    assert missing.exit_code == 2
+    assert runner.invoke(app, ["status", "not-a-uuid"]).exit_code == 2
+
+
+# -- priority with a real worker -------------------------------------------------------------
+
+
+@pytest.fixture
+def txt_source(tmp_path: Path, corpus: Path) -> Path:
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "linn.txt").write_bytes((corpus / "linn.txt").read_bytes())
+    return source
+
+
+@pytest.fixture
+def process_worker(
+    prefect_api: PrefectServer, docproc_pool: str, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real process worker on the pool, its concurrency at 1, polling every second."""
+    with get_client(sync_client=True) as client:
+        client.update_work_pool(WORK_POOL_NAME, _pool_update(concurrency_limit=1))
+    log = (tmp_path / "worker.log").open("wb")
+    env = prefect_api.env(
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="0",
+        DOCPROC_WORKERS="1",
+    )
+    env = {k: v for k, v in env.items() if not k.startswith("DOCPROC_") or k == "DOCPROC_WORKERS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL_NAME, "--type", "process"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    proc.log_path = tmp_path / "worker.log"  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        with get_client(sync_client=True) as client:
+            client.update_work_pool(WORK_POOL_NAME, _pool_update(concurrency_limit=None))
+
+
+def _pool_update(concurrency_limit: int | None):  # type: ignore[no-untyped-def]
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    return WorkPoolUpdate(concurrency_limit=concurrency_limit)
+
+
+def _create(priority: str, source: Path, dest: Path, scheduled: datetime | None = None) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployments.deployment_name(priority))
+        return client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={"source": str(source), "destination": str(dest), "priority": priority},
+            state=Scheduled(scheduled_time=scheduled) if scheduled else None,
+        )
+
+
+def _wait_final(ids: list[UUID], worker: subprocess.Popen[bytes]) -> dict[UUID, FlowRun]:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = {i: client.read_flow_run(i) for i in ids}
+        if all(r.state and r.state.is_final() for r in runs.values()):
+            return runs
+        if worker.poll() is not None or time.monotonic() > deadline:
+            log = Path(worker.log_path).read_text(errors="replace")[-5000:]  # type: ignore[attr-defined]
+            states = {str(i): r.state_name for i, r in runs.items()}
+            pytest.fail(f"runs not final ({states}); worker log:\n{log}")
+        time.sleep(1)
+
+
+def _wait_any_started(ids: list[UUID], worker: subprocess.Popen[bytes]) -> UUID:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    with get_client(sync_client=True) as client:
+        while True:
+            for run_id in ids:
+                state = client.read_flow_run(run_id).state
+                if state is not None and not state.is_scheduled():
+                    return run_id
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(Path(worker.log_path).read_text(errors="replace")[-5000:])  # type: ignore[attr-defined]
+            time.sleep(0.3)
+
+
+def _start_order(runs: dict[UUID, FlowRun]) -> list[UUID]:
+    for run in runs.values():
+        assert run.state is not None
+        assert run.state.is_completed(), (run.name, run.state)
+        assert run.start_time is not None
+    return [r.id for r in sorted(runs.values(), key=lambda r: r.start_time)]  # type: ignore[arg-type, return-value]
+
+
+def test_critical_run_overtakes_queued_bulk_runs(
+    process_worker: subprocess.Popen[bytes], txt_source: Path, tmp_path: Path
+) -> None:
+    bulk = [_create("bulk", txt_source, tmp_path / f"out-bulk{i}") for i in range(3)]
+    # The first bulk run takes the pool's only slot; the other two wait in the bulk queue.
+    first = _wait_any_started([r.id for r in bulk], process_worker)
+    critical = _create("critical", txt_source, tmp_path / "out-critical")
+    runs = _wait_final([*(r.id for r in bulk), critical.id], process_worker)
+    order = _start_order(runs)
+    assert order[0] == first == bulk[0].id
+    assert order[1] == critical.id, [runs[i].name for i in order]
+    assert runs[critical.id].work_queue_name == "critical"
+    report = tmp_path / "out-critical" / "runs" / str(critical.id) / "report.json"
+    assert report.is_file()
+
+    # `docproc status` shows the finished run's state and progress from its artifacts.
+    result = CliRunner().invoke(app, ["status", str(critical.id)])
+    assert result.exit_code == 0, result.output
+    assert "state: Completed" in result.output
+    assert "documents: 1/1 done" in result.output
+    assert "quarantined: 0" in result.output
+    assert f"report: {report}" in result.output
+
+
+def test_critical_run_overtakes_late_bulk_runs(
+    process_worker: subprocess.Popen[bytes], txt_source: Path, tmp_path: Path
+) -> None:
+    """Prefect issue 14950: bulk runs an hour late must still wait behind an on-time critical run."""
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    bulk = [_create("bulk", txt_source, tmp_path / f"out-bulk{i}", scheduled=an_hour_ago) for i in range(3)]
+    first = _wait_any_started([r.id for r in bulk], process_worker)
+    critical = _create("critical", txt_source, tmp_path / "out-critical")
+    runs = _wait_final([*(r.id for r in bulk), critical.id], process_worker)
+    order = _start_order(runs)
+    late = [i for i in order if i != first and i != critical.id]
+    assert all(runs[i].expected_start_time < runs[critical.id].expected_start_time for i in late)  # type: ignore[operator]
+    assert order[0] == first
+    assert order[1] == critical.id, [runs[i].name for i in order]
