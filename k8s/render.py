@@ -82,8 +82,11 @@ def render_files(helm: str) -> dict[Path, str]:
             selector = {"group": group, "version": version, "kind": kind, "name": obj_name}
             if k not in target_by_key:
                 patches.append(
-                    {"target": selector, "patch": f"$patch: delete\napiVersion: {api_version}\nkind: {kind}\n"
-                     f"metadata:\n  name: {obj_name}\n"}
+                    {
+                        "target": selector,
+                        "patch": f"$patch: delete\napiVersion: {api_version}\nkind: {kind}\n"
+                        f"metadata:\n  name: {obj_name}\n",
+                    }
                 )
                 continue
             new = target_by_key[k]
@@ -126,7 +129,9 @@ def stale_files(files: dict[Path, str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--helm", default="helm", help="helm binary (scripts/tools/helm.sh installs it)")
     parser.add_argument("--check", action="store_true", help="fail if a generated file is out of date")
     args = parser.parse_args(argv)

@@ -196,14 +196,16 @@ def test_worker_job_per_queue(chart: Chart, name: str, queue: str) -> None:
         "limits": {k: str(x) for k, x in q["resources"]["limits"].items()},
     }
     assert job.pod_watch_timeout_seconds >= 300
-    assert manifest["spec"]["ttlSecondsAfterFinished"] == {**values()["worker"], **v.get("worker", {})}[
-        "jobTemplate"
-    ]["ttlSecondsAfterFinished"]
+    assert (
+        manifest["spec"]["ttlSecondsAfterFinished"]
+        == {**values()["worker"], **v.get("worker", {})}["jobTemplate"]["ttlSecondsAfterFinished"]
+    )
     assert pod["serviceAccountName"] == "docproc-flow-run"
     assert container["args"] == ["prefect", "flow-run", "execute"]
-    assert container["image"] == by_kind(objs, "Deployment")["docproc-worker"]["spec"]["template"]["spec"][
-        "containers"
-    ][0]["image"]
+    assert (
+        container["image"]
+        == by_kind(objs, "Deployment")["docproc-worker"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
     # NetworkPolicies select flow-run pods by this label.
     assert manifest["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "flow-run"
     env = {e["name"]: e for e in container["env"]}
@@ -353,10 +355,13 @@ def test_worker_role_grants_exactly_what_prefect_kubernetes_uses(chart: Chart, n
                 granted.setdefault((g, r), set()).update(rule["verbs"])
     assert granted == WORKER_PERMISSIONS
     assert not any("*" in str(rule) for rule in roles["docproc-worker"]["rules"])
-    assert by_kind(objs, "ClusterRole") == {} and by_kind(objs, "ClusterRoleBinding") == {}
+    assert by_kind(objs, "ClusterRole") == {}
+    assert by_kind(objs, "ClusterRoleBinding") == {}
     binding = by_kind(objs, "RoleBinding")["docproc-worker"]
     assert binding["roleRef"]["name"] == "docproc-worker"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "docproc-worker", "namespace": "docproc"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "docproc-worker", "namespace": "docproc"}
+    ]
     other_roles = set(roles) - {"docproc-worker"}
     assert other_roles == ({"docproc-flow-run"} if name == "operator" else set())
     # The observer must watch this namespace only, or it would need cluster-wide list/watch.
@@ -365,8 +370,20 @@ def test_worker_role_grants_exactly_what_prefect_kubernetes_uses(chart: Chart, n
     assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == "docproc"
 
 
-VERBS = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
-RESOURCES = {"job": ("batch", "jobs"), "pod": ("", "pods"), "pod_log": ("", "pods/log"), "secret": ("", "secrets")}
+VERBS = {
+    "create": "create",
+    "read": "get",
+    "list": "list",
+    "delete": "delete",
+    "patch": "patch",
+    "replace": "update",
+}
+RESOURCES = {
+    "job": ("batch", "jobs"),
+    "pod": ("", "pods"),
+    "pod_log": ("", "pods/log"),
+    "secret": ("", "secrets"),
+}
 
 
 def test_worker_table_covers_prefect_kubernetes_calls() -> None:
@@ -387,12 +404,14 @@ def test_worker_table_covers_prefect_kubernetes_calls() -> None:
     needed.setdefault(("batch", "jobs"), set()).update({"list", "watch"})
     for key, verbs in needed.items():
         assert verbs <= WORKER_PERMISSIONS[key], key
-    assert ("batch", "jobs") in needed and ("", "pods/log") in needed
+    assert ("batch", "jobs") in needed
+    assert ("", "pods/log") in needed
 
 
 def test_no_generated_credentials(chart: Chart) -> None:
     templates = "\n".join(p.read_text() for p in (CHART / "templates").iterdir())
-    assert "randAlphaNum" not in templates and "randAscii" not in templates
+    assert "randAlphaNum" not in templates
+    assert "randAscii" not in templates
     for name in [*VALUES_FILES, *VARIANTS]:
         assert by_kind(render(chart, name), "Secret") == {}, name
 
@@ -405,7 +424,8 @@ def test_network_policies(chart: Chart) -> None:
         "app.kubernetes.io/name": "docproc",
         "app.kubernetes.io/instance": "docproc",
     }
-    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    assert deny["policyTypes"] == ["Ingress"]
+    assert "ingress" not in deny
 
     def sources(policy: str) -> set[str]:
         return {
@@ -434,8 +454,14 @@ def test_dask_workers_scale_and_retire_gracefully(chart: Chart) -> None:
     objs = chart.render(VALUES_FILES["production"])
     v = values("values-production.yaml")["dask"]["worker"]
     hpa = by_kind(objs, "HorizontalPodAutoscaler")["docproc-dask-worker"]["spec"]
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (v["autoscaling"]["minReplicas"], v["autoscaling"]["maxReplicas"])
-    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == v["autoscaling"]["targetCPUUtilizationPercentage"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (
+        v["autoscaling"]["minReplicas"],
+        v["autoscaling"]["maxReplicas"],
+    )
+    assert (
+        hpa["metrics"][0]["resource"]["target"]["averageUtilization"]
+        == v["autoscaling"]["targetCPUUtilizationPercentage"]
+    )
     assert hpa["scaleTargetRef"]["name"] == "docproc-dask-worker"
     deployment = by_kind(objs, "Deployment")["docproc-dask-worker"]["spec"]
     assert "replicas" not in deployment  # the HPA owns it
@@ -462,7 +488,9 @@ def test_prefect_server_storage(chart: Chart) -> None:
     assert "docproc-server" not in by_kind(prod, "PersistentVolumeClaim")
     env = {
         e["name"]: e
-        for e in by_kind(prod, "Deployment")["docproc-server"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        for e in by_kind(prod, "Deployment")["docproc-server"]["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
     }
     assert env["PREFECT_API_DATABASE_CONNECTION_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "docproc-postgres",
@@ -478,13 +506,20 @@ def test_worker_and_pool_setup(chart: Chart) -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     pod = job["spec"]["template"]["spec"]
     assert pod["initContainers"][0]["args"] == ["docproc", "pool", "apply", "--type", "kubernetes"]
-    assert pod["containers"][0]["args"] == ["python", "/etc/docproc/configure_pool.py", "docproc", "/etc/docproc"]
+    assert pod["containers"][0]["args"] == [
+        "python",
+        "/etc/docproc/configure_pool.py",
+        "docproc",
+        "/etc/docproc",
+    ]
     cm = by_kind(objs, "ConfigMap")["docproc-pool"]["data"]
     assert cm["configure_pool.py"] == (CHART / "files" / "configure_pool.py").read_text()
     template = json.loads(cm["base-job-template.json"])
     props = template["variables"]["properties"]
     assert props["pod_watch_timeout_seconds"]["default"] >= 300
-    assert props["finished_job_ttl"]["default"] == values()["worker"]["jobTemplate"]["ttlSecondsAfterFinished"]
+    assert (
+        props["finished_job_ttl"]["default"] == values()["worker"]["jobTemplate"]["ttlSecondsAfterFinished"]
+    )
 
 
 def test_minio_encryption_and_notification(chart: Chart) -> None:
@@ -496,10 +531,15 @@ def test_minio_encryption_and_notification(chart: Chart) -> None:
     assert env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_DOCPROC"]["value"] == "http://docproc-events:8080/minio/events"
     assert "secretKeyRef" in env["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_DOCPROC"]["valueFrom"]
     assert minio["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
-    script = by_kind(objs, "Job")["docproc-minio-setup"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    script = by_kind(objs, "Job")["docproc-minio-setup"]["spec"]["template"]["spec"]["containers"][0]["args"][
+        0
+    ]
     assert 'mc --config-dir /tmp/mc mb --ignore-existing "docproc/docproc"' in script
     assert 'encrypt set sse-s3 "docproc/docproc"' in script
-    assert 'event add --ignore-existing "docproc/docproc" arn:minio:sqs::DOCPROC:webhook --event put --prefix "inbox/"' in script
+    assert (
+        'event add --ignore-existing "docproc/docproc" arn:minio:sqs::DOCPROC:webhook '
+        '--event put --prefix "inbox/"' in script
+    )
     events = by_kind(objs, "Deployment")["docproc-events"]["spec"]["template"]["spec"]["containers"][0]
     assert events["args"] == ["docproc", "events", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert {e["name"] for e in events["env"]} == {"PREFECT_API_URL", "DOCPROC_EVENTS_TOKEN"}
@@ -509,34 +549,63 @@ def test_minio_encryption_and_notification(chart: Chart) -> None:
 
 BAD_VALUES = [
     ("typo-top", {"imagee": {}}, "additional properties 'imagee' not allowed"),
-    ("typo-nested", {"dask.worker.autoscalling": {}}, "at '/dask/worker': additional properties 'autoscalling'"),
+    (
+        "typo-nested",
+        {"dask.worker.autoscalling": {}},
+        "at '/dask/worker': additional properties 'autoscalling'",
+    ),
     ("enum", {"dask.mode": "kubernetes"}, "at '/dask/mode': value must be one of 'scheduler', 'operator'"),
-    ("pod-watch", {"worker.jobTemplate.podWatchTimeoutSeconds": 60}, "podWatchTimeoutSeconds': minimum: got 60, want 300"),
+    (
+        "pod-watch",
+        {"worker.jobTemplate.podWatchTimeoutSeconds": 60},
+        "podWatchTimeoutSeconds': minimum: got 60, want 300",
+    ),
     ("setting", {"settings": {"dpii": 300}}, "invalid propertyName 'dpii'"),
-    ("limits", {"queues.bulk.resources.limits": None}, "at '/queues/bulk/resources': missing property 'limits'"),
+    (
+        "limits",
+        {"queues.bulk.resources.limits": None},
+        "at '/queues/bulk/resources': missing property 'limits'",
+    ),
     ("quantity", {"queues.bulk.resources.requests.memory": "lots"}, "/queues/bulk/resources/requests/memory"),
     ("sse-enum", {"s3.sse": "kms"}, "at '/s3/sse': value must be one of 'none', 's3', 'c'"),
-    ("replicas", {"server.replicas": 2}, "server.replicas: more than 1 replica needs server.database.type=postgresql"),
+    (
+        "replicas",
+        {"server.replicas": 2},
+        "server.replicas: more than 1 replica needs server.database.type=postgresql",
+    ),
     (
         "postgres-secret",
         {"server.database.type": "postgresql"},
         "server.database.postgresql.existingSecret: required with server.database.type=postgresql",
     ),
-    ("minio-secret", {"minio.auth.existingSecret": ""}, "minio.auth.existingSecret: required with minio.enabled=true"),
+    (
+        "minio-secret",
+        {"minio.auth.existingSecret": ""},
+        "minio.auth.existingSecret: required with minio.enabled=true",
+    ),
     ("s3-endpoint", {"minio.enabled": False}, "s3.endpoint: required with minio.enabled=false"),
     ("s3-secret", {"minio.enabled": False, "s3.endpoint": "s3.example.com"}, "s3.existingSecret: required"),
-    ("events-secret", {"events.auth.existingSecret": ""}, "events.auth.existingSecret: required with events.enabled=true"),
+    (
+        "events-secret",
+        {"events.auth.existingSecret": ""},
+        "events.auth.existingSecret: required with events.enabled=true",
+    ),
     ("notify", {"events.enabled": False}, "minio.notification.enabled: needs events.enabled=true"),
     (
         "hpa",
         {"dask.worker.autoscaling.minReplicas": 5},
         "dask.worker.autoscaling.minReplicas: 5 is above dask.worker.autoscaling.maxReplicas (4)",
     ),
-    ("queue-order", {"queues.standard.priority": 200}, "queues.standard.priority: must be lower than queues.bulk.priority (100)"),
+    (
+        "queue-order",
+        {"queues.standard.priority": 200},
+        "queues.standard.priority: must be lower than queues.bulk.priority (100)",
+    ),
     (
         "class-order",
         {"queues.critical.priorityClass.value": 10},
-        "queues.critical.priorityClass.value: must be higher than queues.standard.priorityClass.value (10000)",
+        "queues.critical.priorityClass.value: must be higher than "
+        "queues.standard.priorityClass.value (10000)",
     ),
     (
         "class-name",
@@ -555,8 +624,22 @@ def test_bad_values_are_rejected(chart: Chart, case: str, overrides: dict[str, A
 
 def test_validation_rules_all_have_a_case() -> None:
     rules = re.findall(r"fail", (CHART / "templates" / "_validation.tpl").read_text())
-    validation_cases = [c for c in BAD_VALUES if c[0] in {
-        "replicas", "postgres-secret", "minio-secret", "s3-endpoint", "s3-secret", "events-secret",
-        "notify", "hpa", "queue-order", "class-order", "class-name",
-    }]
+    validation_cases = [
+        c
+        for c in BAD_VALUES
+        if c[0]
+        in {
+            "replicas",
+            "postgres-secret",
+            "minio-secret",
+            "s3-endpoint",
+            "s3-secret",
+            "events-secret",
+            "notify",
+            "hpa",
+            "queue-order",
+            "class-order",
+            "class-name",
+        }
+    ]
     assert len(rules) == len(validation_cases)

@@ -24,7 +24,8 @@ from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolUpdate
-from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName, WorkQueueFilter
+from prefect.client.schemas.sorting import DeploymentSort
 
 logger = logging.getLogger("docproc.configure_pool")
 
@@ -39,7 +40,11 @@ async def configure(pool: str, config_dir: Path) -> None:
         await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
         logger.info("work pool %s: base job template applied", pool)
 
-        existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
+        # Every argument explicit: the client sends nulls for omitted ones, which the server rejects.
+        pool_queues = await client.read_work_queues(
+            work_pool_name=pool, work_queue_filter=WorkQueueFilter(), limit=200, offset=0
+        )
+        existing = {q.name: q for q in pool_queues}
         missing = sorted(set(queues) - set(existing))
         if missing:
             raise SystemExit(f"work pool {pool}: queues {missing} missing; did `docproc pool apply` run?")
@@ -52,7 +57,9 @@ async def configure(pool: str, config_dir: Path) -> None:
             logger.info("queue %s: priority %s, limit %s", name, spec["priority"], spec["concurrency_limit"])
 
         deployments = await client.read_deployments(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            limit=200,
+            sort=DeploymentSort.NAME_ASC,
         )
         for deployment in deployments:
             queue_vars = job_variables.get(deployment.work_queue_name or "")
@@ -60,7 +67,9 @@ async def configure(pool: str, config_dir: Path) -> None:
                 continue
             merged = {**(deployment.job_variables or {}), **queue_vars}
             await client.update_deployment(deployment.id, DeploymentUpdate(job_variables=merged))
-            logger.info("deployment %s: job variables of queue %s", deployment.name, deployment.work_queue_name)
+            logger.info(
+                "deployment %s: job variables of queue %s", deployment.name, deployment.work_queue_name
+            )
 
 
 def main(argv: list[str]) -> None:
