@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dask
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -85,6 +86,14 @@ def process_batch(
     return [jobs.process_document(src, dst, doc, settings) for doc in docs]
 
 
+def _with_core_share(settings: Settings) -> Settings:
+    """On the local cluster, split this machine's cores between the worker processes."""
+    if settings.compute_threads is not None or settings.dask_address or settings.dask_cluster_class:
+        return settings
+    share = max(1, runtime.available_cores() // (settings.workers * settings.threads_per_worker))
+    return settings.model_copy(update={"compute_threads": share})
+
+
 def build_task_runner(settings: Settings) -> DaskTaskRunner:
     """A local LocalCluster by default; an existing scheduler or a cluster class by settings."""
     if settings.dask_address:
@@ -96,14 +105,17 @@ def build_task_runner(settings: Settings) -> DaskTaskRunner:
             cluster_kwargs=dict(settings.dask_cluster_kwargs),
             adapt_kwargs=adapt,
         )
+    worker_settings = _with_core_share(settings).overrides()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
             "n_workers": settings.workers,
             "threads_per_worker": settings.threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
-            "silence_logs": 40,
+            "dashboard_address": ":0",
+            "silence_logs": logging.ERROR,
+            "preload": ["docproc.dask_preload"],
+            "preload_argv": ["--settings", json.dumps(worker_settings, default=str)],
         },
     )
 
@@ -184,10 +196,10 @@ def process_documents(
     # Queue priority reaches Dask: on a shared cluster critical batches overtake bulk ones.
     with dask.annotate(priority=queue_for(priority).dask_priority):
         inspections = inspect_documents.with_options(**retry).map(
-            source,
-            destination,
+            unmapped(source),
+            unmapped(destination),
             [[(o.key, o.size) for o in chunk] for chunk in jobs.chunks(objects, INSPECT_CHUNK)],
-            overrides,
+            unmapped(overrides),
         )
         for items in _collect(inspections):
             decided = [i for i in items if isinstance(i, DocumentOutcome)]
@@ -204,7 +216,9 @@ def process_documents(
             sum(o.status == "skipped" for o in outcomes),
             sum(o.status == "quarantined" for o in outcomes),
         )
-        futures = process_batch.with_options(**retry).map(source, destination, batches, overrides)
+        futures = process_batch.with_options(**retry).map(
+            unmapped(source), unmapped(destination), batches, unmapped(overrides)
+        )
         for batch_outcomes in _collect(futures):
             outcomes += batch_outcomes
             progress.add(batch_outcomes)
@@ -241,11 +255,3 @@ def _publish(run_report: RunReport, location: str) -> None:
         markdown=report.render_markdown(run_report) + f"\nReport: `{location}report.json`\n",
         description=f"Run report, stored at {location}",
     )
-
-
-def _with_core_share(settings: Settings) -> Settings:
-    """On the local cluster, split this machine's cores between the worker processes."""
-    if settings.compute_threads is not None or settings.dask_address or settings.dask_cluster_class:
-        return settings
-    share = max(1, runtime.available_cores() // (settings.workers * settings.threads_per_worker))
-    return settings.model_copy(update={"compute_threads": share})

@@ -8,6 +8,7 @@ quarantined.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,9 +67,8 @@ def run(
     if not source.startswith("s3://") and not Path(source).is_dir():
         raise _fail(f"source folder {source!r} does not exist", EXIT_USAGE)
 
-    _quiet_logs(verbose)
     try:
-        report = _run_flow(source, out_, settings, force)
+        report = _run_flow(source, out_, settings, force, verbose)
     except ConfigurationError as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc
     except DocprocError as exc:
@@ -81,10 +81,15 @@ def run(
         raise typer.Exit(EXIT_QUARANTINE)
 
 
-def _run_flow(source: str, destination: str, settings: Settings, force: bool) -> RunReport:
+def _run_flow(source: str, destination: str, settings: Settings, force: bool, verbose: bool) -> RunReport:
+    # This process and the workers it spawns read these before Prefect configures itself.
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows import process
     from flows.local_api import prefect_api
 
+    _quiet_logs(verbose)
     with prefect_api(), Progress(
         TextColumn("[bold]processing"),
         BarColumn(),
@@ -115,7 +120,8 @@ def _run_flow(source: str, destination: str, settings: Settings, force: bool) ->
 def _quiet_logs(verbose: bool) -> None:
     if verbose:
         return
-    for name in ("prefect", "distributed", "docproc"):
+    # Prefect configures its loggers on import: quiet them after it, keep warnings and errors.
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "distributed", "docproc"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
