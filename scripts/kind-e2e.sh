@@ -65,8 +65,8 @@ echo "== upload samples"
 
 echo "== submit"
 submit() {
-    # `docproc submit` prints the flow run id on its first line.
-    "$DOCPROC" submit "s3://docproc/$RUN_ID/$1" --priority "$1" --out "s3://docproc/$RUN_ID/out-$1" | head -1 | awk '{print $NF}'
+    # `docproc submit` prints "flow run <id> (<name>) on queue <queue>" first.
+    "$DOCPROC" submit "s3://docproc/$RUN_ID/$1" --priority "$1" --out "s3://docproc/$RUN_ID/out-$1" | head -1 | awk '{print $3}'
 }
 critical_run="$(submit critical)"
 bulk_run="$(submit bulk)"

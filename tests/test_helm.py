@@ -505,7 +505,17 @@ def test_worker_and_pool_setup(chart: Chart) -> None:
     job = by_kind(objs, "Job")["docproc-pool-apply"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     pod = job["spec"]["template"]["spec"]
-    assert pod["initContainers"][0]["args"] == ["docproc", "pool", "apply", "--type", "kubernetes"]
+    assert pod["initContainers"][0]["args"] == [
+        "docproc",
+        "pool",
+        "apply",
+        "--type",
+        "kubernetes",
+        "--image",
+        "ghcr.io/docproc/docproc:0.1.0",
+        "--inbox",
+        "s3://docproc/inbox",
+    ]
     assert pod["containers"][0]["args"] == [
         "python",
         "/etc/docproc/configure_pool.py",
@@ -528,7 +538,9 @@ def test_minio_encryption_and_notification(chart: Chart) -> None:
     env = {e["name"]: e for e in minio["template"]["spec"]["containers"][0]["env"]}
     assert env["MINIO_KMS_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "docproc-credentials"
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "minio-root-password"
-    assert env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_DOCPROC"]["value"] == "http://docproc-events:8080/minio/events"
+    from flows.events import EVENTS_PATH  # the receiver's route
+
+    assert env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_DOCPROC"]["value"] == f"http://docproc-events:8080{EVENTS_PATH}"
     assert "secretKeyRef" in env["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_DOCPROC"]["valueFrom"]
     assert minio["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
     script = by_kind(objs, "Job")["docproc-minio-setup"]["spec"]["template"]["spec"]["containers"][0]["args"][
