@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: help env tools run test lint bench
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 env: ## create/update .venv from uv.lock
 	@scripts/bootstrap.sh

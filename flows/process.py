@@ -207,7 +207,10 @@ def process_documents(
             outcomes += decided
             progress.add(decided)
 
-        batches = jobs.plan_batches(sorted(planned, key=lambda d: d.source), settings.batch_size)
+        batches = jobs.plan_batches(
+            sorted(planned, key=lambda d: d.source),
+            jobs.batch_pages(sum(d.pages for d in planned), settings.batch_size, settings.workers),
+        )
         logger.info(
             "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
             len(planned),

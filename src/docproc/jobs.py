@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -151,6 +152,11 @@ def quarantine(
     return DocumentOutcome(
         source=source, id=doc_id, status="quarantined", reason=error.reason, message=str(error)
     )
+
+
+def batch_pages(total_pages: int, batch_size: int, workers: int) -> int:
+    """Pages per batch: ``batch_size``, but small enough that a small run still uses every worker."""
+    return max(1, min(batch_size, math.ceil(total_pages / max(workers, 1))))
 
 
 def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list[PlannedDocument]]:

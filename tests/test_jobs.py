@@ -1,0 +1,89 @@
+"""Storage-level units of work on a local folder: planning, idempotency, quarantine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from docproc import jobs
+from docproc.models import DocumentOutcome, PlannedDocument
+from docproc.settings import Settings
+from docproc.storage import LocalStorage, ObjectInfo
+
+
+def _doc(source: str, pages: int) -> PlannedDocument:
+    return PlannedDocument(source=source, id=source * 8, media_type="application/pdf", pages=pages, size_bytes=1)
+
+
+def test_batches_pack_pages_in_order_and_never_split_a_document() -> None:
+    docs = [_doc("a", 3), _doc("b", 4), _doc("c", 10), _doc("d", 1), _doc("e", 2)]
+    batches = jobs.plan_batches(docs, 8)
+    assert [[d.source for d in b] for b in batches] == [["a", "b"], ["c"], ["d", "e"]]
+
+
+@pytest.mark.parametrize(
+    ("total", "size", "workers", "expected"),
+    [(100, 8, 2, 8), (6, 8, 2, 3), (1, 8, 4, 1), (0, 8, 2, 1), (9, 8, 1, 8)],
+)
+def test_batch_pages_keeps_every_worker_busy(total: int, size: int, workers: int, expected: int) -> None:
+    assert jobs.batch_pages(total, size, workers) == expected
+
+
+def test_result_key_changes_with_settings_that_change_results() -> None:
+    doc_id = "ab" * 32
+    base = jobs.result_key(doc_id, Settings())
+    assert base.startswith(f"results/{doc_id}-")
+    assert jobs.result_key(doc_id, Settings(workers=7)) == base  # execution settings don't count
+    assert jobs.result_key(doc_id, Settings(dpi=300)) != base
+    assert jobs.result_key(doc_id, Settings(engine="tesseract")) != base
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[LocalStorage, LocalStorage]:
+    (tmp_path / "in").mkdir()
+    return LocalStorage(tmp_path / "in"), LocalStorage(tmp_path / "out")
+
+
+def test_text_document_is_processed_once_then_skipped(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    src.write_bytes("notes/memo 1 ü.txt", b"Meeting moved to 2024-06-01. Call +1 617 555 0142.")
+    settings = Settings()
+    [obj] = list(src.iter_objects())
+    planned = jobs.inspect_object(src, dst, obj, settings)
+    assert isinstance(planned, PlannedDocument)
+    outcome = jobs.process_document(src, dst, planned, settings)
+    assert outcome.status == "processed"
+    assert outcome.result_key is not None and dst.exists(outcome.result_key)
+
+    again = jobs.inspect_object(src, dst, obj, settings)
+    assert isinstance(again, DocumentOutcome)
+    assert (again.status, again.reason, again.result_key) == ("skipped", "result_exists", outcome.result_key)
+    # A retried batch finds the result too and does not process the document again.
+    assert jobs.process_document(src, dst, planned, settings).status == "skipped"
+    forced = jobs.inspect_object(src, dst, obj, Settings(force=True))
+    assert isinstance(forced, PlannedDocument)
+
+
+def test_oversized_object_is_quarantined_before_download(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    src.write_bytes("big.bin", b"x" * 2048)
+    outcome = jobs.inspect_object(src, dst, ObjectInfo("big.bin", 2048), Settings(max_document_bytes=1024))
+    assert isinstance(outcome, DocumentOutcome)
+    assert (outcome.status, outcome.reason, outcome.id) == ("quarantined", "too_large", None)
+    [error] = [o.key for o in dst.iter_objects("quarantine")]
+    record = json.loads(dst.read_bytes(error))
+    assert (record["source"], record["reason"]) == ("big.bin", "too_large")
+
+
+def test_quarantine_names_are_safe_whatever_the_source_key(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    key = "weird/" + "ä" * 100 + " name..pdf"
+    src.write_bytes(key, b"%PDF-1.4\n%%EOF")
+    [obj] = list(src.iter_objects())
+    outcome = jobs.inspect_object(src, dst, obj, Settings())
+    assert isinstance(outcome, DocumentOutcome)
+    assert outcome.reason == "corrupt"
+    keys = sorted(o.key for o in dst.iter_objects())
+    assert keys == [f"quarantine/{outcome.id}/error.json", f"quarantine/{outcome.id}/original.pdf"]
