@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
@@ -35,7 +35,7 @@ def prefect_api() -> Iterator[str]:
             yield server.api_url
     finally:
         # Ship the run's last log records before their server goes away.
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

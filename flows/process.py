@@ -13,10 +13,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-import dask
-from prefect import flow, get_run_logger, task, unmapped
+from dask import annotate as dask_annotate  # type: ignore[attr-defined]
+from prefect import Task, flow, get_run_logger, task, unmapped
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
-from prefect_dask import DaskTaskRunner
+from prefect_dask import DaskTaskRunner  # type: ignore[attr-defined]
 
 from docproc import jobs, report, runtime
 from docproc.errors import TransientError
@@ -38,6 +38,7 @@ from docproc.storage import ObjectInfo, Storage, open_storage
 
 INSPECT_CHUNK = 64  # documents per inspection task: inspection reads headers only
 
+P = ParamSpec("P")
 ProgressListener = Callable[[int, int], None]
 # The CLI registers a listener to draw its progress bar; called with (documents done, total).
 progress_listeners: list[ProgressListener] = []
@@ -94,7 +95,20 @@ def _with_core_share(settings: Settings) -> Settings:
     return settings.model_copy(update={"compute_threads": share})
 
 
-def build_task_runner(settings: Settings) -> DaskTaskRunner:
+T = TypeVar("T")
+
+
+def _retrying(work: Task[P, T], settings: Settings) -> Task[P, T]:
+    """Transient errors (storage, network) retry with exponential backoff and jitter."""
+    return work.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_seconds),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=_is_transient,
+    )
+
+
+def build_task_runner(settings: Settings) -> Any:  # a DaskTaskRunner; prefect-dask ships no types
     """A local LocalCluster by default; an existing scheduler or a cluster class by settings."""
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
@@ -140,7 +154,7 @@ class _Progress:
         self.done = 0
         self.quarantined = 0
         self._lock = threading.Lock()
-        self._artifact = create_progress_artifact(0.0, key="docproc-progress", description=self._text())
+        self._artifact: Any = create_progress_artifact(0.0, key="docproc-progress", description=self._text())
 
     def _text(self) -> str:
         return f"{self.done}/{self.total} documents done, {self.quarantined} quarantined"
@@ -184,18 +198,12 @@ def process_documents(
     objects = _list_inputs(src, dst)
     logger.info("%d documents under %s", len(objects), src.url)
 
-    retry = {
-        "retries": settings.retries,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.retry_delay_seconds),
-        "retry_jitter_factor": 0.5,
-        "retry_condition_fn": _is_transient,
-    }
     progress = _Progress(len(objects))
     outcomes: list[DocumentOutcome] = []
     planned: list[PlannedDocument] = []
     # Queue priority reaches Dask: on a shared cluster critical batches overtake bulk ones.
-    with dask.annotate(priority=queue_for(priority).dask_priority):
-        inspections = inspect_documents.with_options(**retry).map(
+    with dask_annotate(priority=queue_for(priority).dask_priority):
+        inspections = _retrying(inspect_documents, settings).map(
             unmapped(source),
             unmapped(destination),
             [[(o.key, o.size) for o in chunk] for chunk in jobs.chunks(objects, INSPECT_CHUNK)],
@@ -219,7 +227,7 @@ def process_documents(
             sum(o.status == "skipped" for o in outcomes),
             sum(o.status == "quarantined" for o in outcomes),
         )
-        futures = process_batch.with_options(**retry).map(
+        futures = _retrying(process_batch, settings).map(
             unmapped(source), unmapped(destination), batches, unmapped(overrides)
         )
         for batch_outcomes in _collect(futures):
@@ -232,7 +240,10 @@ def process_documents(
     prefix = report.write_report(dst, run_report)
     _publish(run_report, dst.url.rstrip("/") + "/" + prefix)
     logger.info(
-        "run %s: %s; report at %s", run_id, ", ".join(f"{v} {k}" for k, v in run_report.counts.items()), prefix
+        "run %s: %s; report at %s",
+        run_id,
+        ", ".join(f"{v} {k}" for k, v in run_report.counts.items()),
+        prefix,
     )
     return run_report
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from docproc.cli import EXIT_QUARANTINE, EXIT_USAGE, app
 from docproc.models import DocumentResult, RunReport
@@ -53,10 +52,10 @@ def inbox(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, object]]:
+def first_run(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
     out = tmp_path_factory.mktemp("out")
     result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(out), "--workers", "2"])
-    yield out, result
+    return out, result
 
 
 def _report(out: Path) -> RunReport:
@@ -64,22 +63,24 @@ def _report(out: Path) -> RunReport:
     return RunReport.model_validate_json(path.read_text())
 
 
-def test_run_exits_0_with_quarantined_documents(first_run: tuple[Path, object]) -> None:
-    out, result = first_run
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "4 processed, 0 skipped, 4 quarantined" in result.output  # type: ignore[attr-defined]
+def test_run_exits_0_with_quarantined_documents(first_run: tuple[Path, Result]) -> None:
+    _, result = first_run
+    assert result.exit_code == 0, result.output
+    assert "4 processed, 0 skipped, 4 quarantined" in result.output
 
 
-def test_every_document_has_one_valid_result_or_one_quarantine(first_run: tuple[Path, object]) -> None:
+def test_every_document_has_one_valid_result_or_one_quarantine(first_run: tuple[Path, Result]) -> None:
     out, _ = first_run
     results = check_results(LocalStorage(out), GOOD, quarantined=BAD)
     schema = document_result_schema()
     for source, result in results.items():
         jsonschema.validate(json.loads(result.model_dump_json()), schema)
-        assert (out / "text" / f"{result.id}-{Settings().fingerprint()}.txt").read_text() == result.text, source
+        assert (out / "text" / f"{result.id}-{Settings().fingerprint()}.txt").read_text() == result.text, (
+            source
+        )
 
 
-def test_quarantine_holds_the_original_and_the_reason(first_run: tuple[Path, object], inbox: Path) -> None:
+def test_quarantine_holds_the_original_and_the_reason(first_run: tuple[Path, Result], inbox: Path) -> None:
     out, _ = first_run
     reasons = {}
     for error in out.glob("quarantine/*/error.json"):
@@ -99,7 +100,7 @@ def _result(out: Path, source: str) -> DocumentResult:
     raise AssertionError(f"no result for {source}")
 
 
-def test_born_digital_pdf_is_read_from_its_text_layer_without_ocr(first_run: tuple[Path, object]) -> None:
+def test_born_digital_pdf_is_read_from_its_text_layer_without_ocr(first_run: tuple[Path, Result]) -> None:
     result = _result(first_run[0], "memo.pdf")
     [page] = result.pages
     assert page.text_source == "text_layer"
@@ -108,7 +109,7 @@ def test_born_digital_pdf_is_read_from_its_text_layer_without_ocr(first_run: tup
     assert "Revenue grew by 12 percent in Q3 2024." in result.text
 
 
-def test_rotated_scan_is_turned_upright_and_read(first_run: tuple[Path, object], corpus: Path) -> None:
+def test_rotated_scan_is_turned_upright_and_read(first_run: tuple[Path, Result], corpus: Path) -> None:
     result = _result(first_run[0], "rotated-90.png")
     [page] = result.pages
     assert page.rotation == 90  # the scan lies rotated 90 degrees counter-clockwise
@@ -117,7 +118,7 @@ def test_rotated_scan_is_turned_upright_and_read(first_run: tuple[Path, object],
     assert len(expected & found) / len(expected) > 0.9
 
 
-def test_entities_and_type_of_the_letter(first_run: tuple[Path, object]) -> None:
+def test_entities_and_type_of_the_letter(first_run: tuple[Path, Result]) -> None:
     result = _result(first_run[0], "letter.txt")
     values = {(e.type, json.dumps(e.value, sort_keys=True)) for e in result.entities if e.source == "pattern"}
     assert ("date", '"2024-03-05"') in values
@@ -127,7 +128,7 @@ def test_entities_and_type_of_the_letter(first_run: tuple[Path, object]) -> None
     assert result.language.code == "en"
 
 
-def test_report_counts_and_lists_quarantine_reasons(first_run: tuple[Path, object]) -> None:
+def test_report_counts_and_lists_quarantine_reasons(first_run: tuple[Path, Result]) -> None:
     report = _report(first_run[0])
     assert report.counts == {"processed": 4, "skipped": 0, "quarantined": 4}
     assert {o.source: o.reason for o in report.quarantined} == BAD
@@ -139,7 +140,7 @@ def test_report_counts_and_lists_quarantine_reasons(first_run: tuple[Path, objec
 
 
 def test_rerun_skips_finished_documents_and_can_fail_on_quarantine(
-    first_run: tuple[Path, object], inbox: Path
+    first_run: tuple[Path, Result], inbox: Path
 ) -> None:
     out, _ = first_run
     before = sorted(p.name for p in out.glob("results/*.json"))

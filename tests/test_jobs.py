@@ -14,7 +14,9 @@ from docproc.storage import LocalStorage, ObjectInfo
 
 
 def _doc(source: str, pages: int) -> PlannedDocument:
-    return PlannedDocument(source=source, id=source * 8, media_type="application/pdf", pages=pages, size_bytes=1)
+    return PlannedDocument(
+        source=source, id=source * 8, media_type="application/pdf", pages=pages, size_bytes=1
+    )
 
 
 def test_batches_pack_pages_in_order_and_never_split_a_document() -> None:
@@ -55,7 +57,8 @@ def test_text_document_is_processed_once_then_skipped(stores: tuple[LocalStorage
     assert isinstance(planned, PlannedDocument)
     outcome = jobs.process_document(src, dst, planned, settings)
     assert outcome.status == "processed"
-    assert outcome.result_key is not None and dst.exists(outcome.result_key)
+    assert outcome.result_key is not None
+    assert dst.exists(outcome.result_key)
 
     again = jobs.inspect_object(src, dst, obj, settings)
     assert isinstance(again, DocumentOutcome)

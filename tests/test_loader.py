@@ -74,7 +74,8 @@ def test_image_only_pdf_page_is_rasterized_at_the_configured_dpi(corpus: Path) -
     pages = list(loader.iter_pages(corpus / "c02-22.pdf", detect.PDF, settings))
     assert len(pages) == 1
     image = pages[0].image
-    assert image is not None and pages[0].text is None
+    assert image is not None
+    assert pages[0].text is None
     # The page is 384 x 470.88 points: 1/72 inch each.
     width, height = image.size
     assert abs(width - 384 * 100 / 72) <= 1

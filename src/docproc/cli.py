@@ -53,9 +53,7 @@ def run(
     workers: Annotated[int | None, typer.Option(min=1, help="Local Dask worker processes.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pages per batch.")] = None,
     force: Annotated[bool, typer.Option(help="Reprocess documents that already have a result.")] = False,
-    fail_on_quarantine: Annotated[
-        bool, typer.Option(help="Exit 3 if any document was quarantined.")
-    ] = False,
+    fail_on_quarantine: Annotated[bool, typer.Option(help="Exit 3 if any document was quarantined.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")] = False,
 ) -> None:
     """Process every document under SOURCE into --out, on a local Dask cluster, no server needed."""
@@ -73,7 +71,7 @@ def run(
         raise _fail(str(exc), EXIT_USAGE) from exc
     except DocprocError as exc:
         raise _fail(f"run failed: {exc}", EXIT_INFRA) from exc
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line: report, don't dump a traceback
+    except Exception as exc:
         raise _fail(f"run failed: {type(exc).__name__}: {exc}", EXIT_INFRA) from exc
 
     _print_summary(report)
@@ -90,14 +88,17 @@ def _run_flow(source: str, destination: str, settings: Settings, force: bool, ve
     from flows.local_api import prefect_api
 
     _quiet_logs(verbose)
-    with prefect_api(), Progress(
-        TextColumn("[bold]processing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with (
+        prefect_api(),
+        Progress(
+            TextColumn("[bold]processing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
         task_id = bar.add_task("documents", total=None)
 
         def listener(done: int, total: int) -> None:

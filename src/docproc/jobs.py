@@ -66,7 +66,11 @@ def inspect_object(
         except PermanentDocumentError as exc:
             return quarantine(src, dst, obj.key, doc_id, exc, local_path=path)
     return PlannedDocument(
-        source=obj.key, id=doc_id, media_type=info.media_type, pages=info.page_count, size_bytes=info.size_bytes
+        source=obj.key,
+        id=doc_id,
+        media_type=info.media_type,
+        pages=info.page_count,
+        size_bytes=info.size_bytes,
     )
 
 

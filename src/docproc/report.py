@@ -33,7 +33,10 @@ def build_report(
         finished_at=finished_at,
         pipeline_version=__version__,
         settings_fingerprint=settings.fingerprint(),
-        counts={status: sum(o.status == status for o in ordered) for status in ("processed", "skipped", "quarantined")},
+        counts={
+            status: sum(o.status == status for o in ordered)
+            for status in ("processed", "skipped", "quarantined")
+        },
         by_quality=dict(Counter(o.quality for o in done if o.quality)),
         by_type=dict(Counter(o.document_type for o in done if o.document_type)),
         by_language=dict(Counter(o.language for o in done if o.language)),
@@ -83,7 +86,10 @@ def render_markdown(report: RunReport) -> str:
     ]
     if report.quarantined:
         lines += ["### Quarantined", "", "| document | reason | message |", "|---|---|---|"]
-        lines += [f"| `{o.source}` | {o.reason} | {(o.message or '').replace('|', '/')} |" for o in report.quarantined]
+        lines += [
+            f"| `{o.source}` | {o.reason} | {(o.message or '').replace('|', '/')} |"
+            for o in report.quarantined
+        ]
         lines.append("")
     lines += ["### Documents", "", "| document | status | quality | type | result |", "|---|---|---|---|---|"]
     lines += [
