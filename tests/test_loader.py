@@ -67,6 +67,12 @@ def test_born_digital_pdf_is_read_from_its_text_layer(tmp_path: Path, settings: 
     assert pages[0].image is None
     assert pages[0].text is not None
     assert "Revenue grew by 12 percent in Q3." in pages[0].text
+    # A4 at the default 200 dpi; fpdf2 writes lines top down from a 10 mm margin.
+    assert (pages[0].width, pages[0].height) == (1654, 2339)
+    assert [line.text for line in pages[0].lines] == ["Quarterly report", "Revenue grew by 12 percent in Q3."]
+    first, second = (line.bbox for line in pages[0].lines)
+    assert 0 < first[0] < first[2] < pages[0].width
+    assert first[1] < first[3] <= second[1] < second[3] < pages[0].height
 
 
 def test_image_only_pdf_page_is_rasterized_at_the_configured_dpi(corpus: Path) -> None:

@@ -34,12 +34,23 @@ _PDFIUM_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
+class LayerLine:
+    """A run of text-layer text and its box, in pixels at the settings' DPI."""
+
+    text: str
+    bbox: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
 class SourcePage:
     """One page as found in the document: a text layer, or an image to OCR."""
 
     number: int
     text: str | None
     image: Image.Image | None
+    width: int = 0
+    height: int = 0
+    lines: tuple[LayerLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,21 +128,48 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
             with _PDFIUM_LOCK:
                 try:
                     page = pdf[index]
+                    width, height = page.get_size()
                     textpage = page.get_textpage()
-                    text = textpage.get_text_bounded()
-                    textpage.close()
-                    if len(text.strip()) >= settings.min_text_layer_chars:
-                        image = None
+                    text: str | None = textpage.get_text_bounded()
+                    lines: tuple[LayerLine, ...] = ()
+                    image = None
+                    if text is not None and len(text.strip()) >= settings.min_text_layer_chars:
+                        lines = _layer_lines(textpage, height, scale)
                     else:
                         text = None
                         image = page.render(scale=scale, grayscale=True).to_pil()
+                    textpage.close()
                     page.close()
                 except pdfium.PdfiumError as exc:
                     raise CorruptDocumentError(f"unreadable PDF page: {exc}", page=index + 1) from exc
-            yield SourcePage(number=index + 1, text=_normalize_layer_text(text), image=image)
+            yield SourcePage(
+                number=index + 1,
+                text=_normalize_layer_text(text),
+                image=image,
+                width=round(width * scale),
+                height=round(height * scale),
+                lines=lines,
+            )
     finally:
         with _PDFIUM_LOCK:
             pdf.close()
+
+
+def _layer_lines(textpage: pdfium.PdfTextPage, page_height: float, scale: float) -> tuple[LayerLine, ...]:
+    """PDFium's text rectangles (one per run of text on a line), top-left origin, in pixels."""
+    lines = []
+    for index in range(textpage.count_rects()):
+        left, bottom, right, top = textpage.get_rect(index)
+        text = _normalize_layer_text(textpage.get_text_bounded(left, bottom, right, top)) or ""
+        if text.strip():
+            box = (
+                round(left * scale),
+                round((page_height - top) * scale),
+                round(right * scale),
+                round((page_height - bottom) * scale),
+            )
+            lines.append(LayerLine(text=text.strip(), bbox=box))
+    return tuple(lines)
 
 
 def _normalize_layer_text(text: str | None) -> str | None:
@@ -168,4 +206,4 @@ def _image_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
             yield SourcePage(number=number, text=None, image=page)
 
 
-__all__ = ["DocumentInfo", "PermanentDocumentError", "SourcePage", "inspect", "iter_pages"]
+__all__ = ["DocumentInfo", "LayerLine", "PermanentDocumentError", "SourcePage", "inspect", "iter_pages"]

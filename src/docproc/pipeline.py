@@ -72,18 +72,17 @@ def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> Docume
 
 def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> PageResult:
     if page.image is None:
-        text = page.text or ""
         return PageResult(
             number=page.number,
-            width=0,
-            height=0,
+            width=page.width,
+            height=page.height,
             rotation=0,
             skew=0.0,
             text_source="text_layer",
             engine=None,
             mean_confidence=None,
-            text=text,
-            lines=[],
+            text=page.text or "",
+            lines=[Line(text=line.text, bbox=line.bbox, confidence=1.0) for line in page.lines],
         )
     engine = get_engine(settings)
     with timer.stage("preprocess"):
