@@ -31,7 +31,7 @@ from flows import deployments
 from tests.fixtures.prefect_server import PrefectServer
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_TIMEOUT = 240.0
+RUN_TIMEOUT = 150.0
 
 
 # -- prefect.yaml against the one definition of the queues -----------------------------------
