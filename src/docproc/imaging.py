@@ -244,14 +244,15 @@ def detect_skew(gray: np.ndarray) -> float:
 
 
 def _text_crop(gray: np.ndarray) -> np.ndarray | None:
-    """The part of the page with the most text-like detail, about a quarter of its height and
-    half its width: enough words to judge orientation, little enough to read twice cheaply."""
+    """The part of the page with the most text-like detail, a sixth of its longer side high and
+    a third wide: a few lines of words to judge orientation by, for a small share (about 7%)
+    of the detection work that reading the whole page takes."""
     ink, factor = _ink_mask(gray)
     height, width = ink.shape
     longer = max(height, width)
-    crop_h, crop_w = min(height, max(1, longer // 4)), min(width, max(1, longer // 2))
+    crop_h, crop_w = min(height, max(1, longer // 6)), min(width, max(1, longer // 3))
     # Horizontal ink/paper transitions: dense in text, sparse in pictures and blank paper.
-    edges = np.zeros(ink.shape, dtype=np.int32)
+    edges = np.zeros(ink.shape, dtype=np.uint8)
     edges[:, 1:] = ink[:, 1:] != ink[:, :-1]
     integral = cv2.integral(edges)
     best, best_at = 0, (0, 0)

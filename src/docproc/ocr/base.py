@@ -76,8 +76,8 @@ class OcrEngine(abc.ABC):
 
 def check_gray8(image: np.ndarray) -> None:
     """Engines get 8-bit single-channel pages only (easyocr's loader rejects 1-bit ones)."""
-    if image.dtype != np.uint8 or image.ndim != 2:
+    if image.dtype != np.uint8 or image.ndim != 2 or image.size == 0:
         raise ValueError(
-            f"OCR engines read uint8 HxW pages, got {image.dtype} with shape {image.shape}; "
+            f"OCR engines read non-empty uint8 HxW pages, got {image.dtype} with shape {image.shape}; "
             "use docproc.imaging.prepare_page"
         )

@@ -4,7 +4,7 @@ Engines report pieces of text with boxes, row by row across the whole page. On a
 page that interleaves the columns, so the order is rebuilt from geometry alone, the same way
 for every engine:
 
-1. Find a gutter: a vertical strip, at least one text height wide, that no segment crosses
+1. Find a gutter: a vertical strip, at least half a text height wide, that no segment crosses
    over a stretch of the page where both of its sides carry several lines of text. Margins do
    not qualify (text on one side only), nor do word gaps (the next line crosses them).
 2. The stretch where both sides carry text is a column band: its left side is read before its
@@ -32,6 +32,10 @@ from docproc.ocr.base import OcrLine, Segment
 # text heights: two lines that happen to be split at the same x are not a column.
 _MIN_SIDE_SEGMENTS = 3
 _MIN_BAND_HEIGHTS = 2.0
+# A gutter is at least this many text heights wide. Engines join the words of a line across
+# smaller gaps (easyocr below half a height), so what is left is wider; real gutters can be
+# narrow (linn.png: about 0.7 text heights).
+_GUTTER_HEIGHTS = 0.5
 # Whitespace, in text heights, that separates a one-sided line from the column above or below.
 _DETACH_GAP_HEIGHTS = 1.0
 # Segments overlapping vertically by this share of the smaller height are on the same row.
@@ -80,7 +84,7 @@ def _find_band(boxes: np.ndarray, idx: np.ndarray, unit: float) -> _Band | None:
     b = boxes[idx]
     x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     cy = (y0 + y1) / 2
-    width = unit
+    width = _GUTTER_HEIGHTS * unit
     best: tuple[float, float, float, float, float] | None = None  # score, gx0, gx1, run y0, run y1
     # A gutter starts where some segment ends: try every right edge as the strip's left side.
     for gx0 in np.unique(x1):

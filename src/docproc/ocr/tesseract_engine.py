@@ -109,6 +109,8 @@ class TesseractEngine(OcrEngine):
         except subprocess.TimeoutExpired as exc:
             raise OcrEngineError(f"tesseract took longer than {_TIMEOUT_SECONDS:.0f} s") from exc
         except subprocess.CalledProcessError as exc:
+            if exc.returncode < 0:
+                raise OcrEngineError(f"tesseract was killed by signal {-exc.returncode}") from exc
             message = exc.stderr.decode(errors="replace").strip()[-500:]
             raise OcrEngineError(f"tesseract exited with status {exc.returncode}: {message}") from exc
         return done.stdout
