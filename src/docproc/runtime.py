@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from docproc.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+# torch warns on every CPU-only Reader: easyocr quantizes its model and asks for pinned memory.
+_TORCH_NOISE = (r".*quantize_per_tensor.*", r".*pin_memory.*")
+
+
 def configure_process(settings: Settings) -> None:
     """Give each worker process its share of the cores, so that workers don't oversubscribe them."""
+    for message in _TORCH_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
     threads = settings.compute_threads
     if threads is None:
         return
