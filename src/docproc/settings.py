@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     gpu: bool = Field(False, description="Let easyocr use a GPU if torch sees one.")
     dpi: int = Field(200, ge=50, le=600, description="Rasterization DPI for PDF pages without text.")
     ocr_min_side: int = Field(
-        1000, ge=100, description="Pages whose longer side is shorter are upscaled to it before OCR."
+        640, ge=100, description="Pages whose longer side is shorter are upscaled to it before OCR."
     )
     ocr_max_side: int = Field(
         2600, ge=500, description="Pages whose longer side is longer are downscaled to it before OCR."
