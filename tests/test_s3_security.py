@@ -211,7 +211,7 @@ class TestSecrets:
             storage.write_bytes("results/b.json", b"{}")
         raised.append(down.value)
 
-        texts = [repr(storage), str(storage), repr(settings), str(settings), repr(wrong)]
+        texts = [repr(storage), str(storage), str(vars(storage)), repr(settings), str(settings), repr(wrong)]
         texts += [r.getMessage() for r in caplog.records]
         texts += ["".join(traceback.format_exception(exc)) for exc in raised]
         assert any("retry" in r.getMessage() for r in caplog.records), "the outage was not logged"

@@ -119,13 +119,11 @@ class S3Storage(Storage):
         self.prefix = clean_key(prefix) if prefix.strip("/") else ""
         self.endpoint = settings.s3_endpoint
         self.retry_seconds = retry_seconds
+        # Kept as SecretStr so that even vars(storage) shows no secret; unwrapped only to scrub messages.
         self._secrets = tuple(
             s
-            for s in (
-                settings.s3_secret_key.get_secret_value(),
-                settings.s3_sse_c_key.get_secret_value() if settings.s3_sse_c_key else "",
-            )
-            if s
+            for s in (settings.s3_secret_key, settings.s3_sse_c_key)
+            if s is not None and s.get_secret_value()
         )
         self._sse, self._ssec = self._encryption(settings)
         ca_certs = str(settings.s3_ca_bundle) if settings.s3_ca_bundle else certifi.where()
@@ -208,7 +206,7 @@ class S3Storage(Storage):
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            text = text.replace(secret.get_secret_value(), "***")
         return text
 
     def _read(self, op: str, key: str, fn: Callable[[SseCustomerKey | None], T]) -> T:
