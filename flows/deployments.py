@@ -32,6 +32,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
+    FlowRunFilter,
+    TaskRunFilter,
     WorkQueueFilter,
 )
 from prefect.client.schemas.objects import FlowRun, WorkPool
@@ -412,6 +414,8 @@ async def read_status_async(client: PrefectClient, run_id: UUID) -> RunStatus:
     """State and progress of a run: documents done/total and quarantined, from its artifacts."""
     run = await client.read_flow_run(run_id)
     artifacts = await client.read_artifacts(
+        flow_run_filter=FlowRunFilter(),  # the 3.8 client sends null for an omitted filter: refused
+        task_run_filter=TaskRunFilter(),
         sort=ArtifactSort.CREATED_DESC,
         limit=50,
         offset=0,

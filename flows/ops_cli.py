@@ -22,7 +22,7 @@ from docproc.settings import Settings
 EXIT_INFRA, EXIT_USAGE = 1, 2
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # ids and URLs must stay on one line, whatever the width
 
 pool_app = typer.Typer(
     help="The `docproc` work pool, its priority queues and deployments.", no_args_is_help=True
