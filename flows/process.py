@@ -35,6 +35,7 @@ from docproc.models import DocumentOutcome, PlannedDocument, RunReport
 from docproc.queues import Priority, queue_for
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage, open_storage
+from flows import alerts
 
 INSPECT_CHUNK = 64  # documents per inspection task: inspection reads headers only
 
@@ -175,7 +176,13 @@ def _collect(futures: Sequence[PrefectFuture[Any]]) -> Iterable[Any]:
         yield future.result()
 
 
-@flow(name="process-documents", task_runner=build_task_runner(Settings()), log_prints=False)
+@flow(
+    name="process-documents",
+    task_runner=build_task_runner(Settings()),
+    log_prints=False,
+    on_failure=[alerts.alert_on_failure],
+    on_crashed=[alerts.alert_on_failure],
+)
 def process_documents(
     source: str,
     destination: str,
@@ -238,7 +245,9 @@ def process_documents(
         run_id, src.url, dst.url, outcomes, started_at, datetime.now(UTC), settings
     )
     prefix = report.write_report(dst, run_report)
-    _publish(run_report, dst.url.rstrip("/") + "/" + prefix)
+    location = dst.url.rstrip("/") + "/" + prefix
+    _publish(run_report, location)
+    alerts.check_report(run_report, settings, location + "report.json")
     logger.info(
         "run %s: %s; report at %s",
         run_id,
