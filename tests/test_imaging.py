@@ -248,3 +248,16 @@ def test_reading_order_keeps_a_column_tail_with_its_column() -> None:
     segments += [_seg("left5", 50, 250, 460, 270), _seg("left6", 50, 280, 300, 300)]
     texts = [line.text for line in reading_order(segments)]
     assert texts == [*(f"left{i}" for i in range(7)), *(f"right{i}" for i in range(5))]
+
+
+def test_reading_order_heading_under_column_with_overlapping_boxes() -> None:
+    # easyocr's boxes carry margins, so successive lines of a column overlap (pitch 30, height
+    # 40); a heading 15 px below the last line is still set apart from the column.
+    segments = [_seg("Title", 50, 0, 950, 40)]
+    for row in range(5):
+        y = 60 + 30 * row
+        segments.append(_seg(f"left{row}", 50, y, 460, y + 40))
+        segments.append(_seg(f"right{row}", 520, y, 950, y + 40))
+    segments.append(_seg("Heading", 50, 235, 200, 275))
+    texts = [line.text for line in reading_order(segments)]
+    assert texts == ["Title", *(f"left{i}" for i in range(5)), *(f"right{i}" for i in range(5)), "Heading"]

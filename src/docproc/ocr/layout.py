@@ -9,7 +9,7 @@ for every engine:
    not qualify (text on one side only), nor do word gaps (the next line crosses them).
 2. The stretch where both sides carry text is a column band: its left side is read before its
    right side. Lines on one side only at the band's top or bottom that stand apart from the
-   column (a gap larger than a text height, like a section heading under a column) belong to
+   column (more space than between its lines, like a section heading under a column) belong to
    the flow above or below the band. Everything above the band, the left column, the right
    column and everything below it are ordered recursively, so more columns and stacked
    column bands work too, and full-width lines (titles) break the flow where they are.
@@ -36,8 +36,10 @@ _MIN_BAND_HEIGHTS = 2.0
 # smaller gaps (easyocr below half a height), so what is left is wider; real gutters can be
 # narrow (linn.png: about 0.7 text heights).
 _GUTTER_HEIGHTS = 0.5
-# Whitespace, in text heights, that separates a one-sided line from the column above or below.
-_DETACH_GAP_HEIGHTS = 1.0
+# A one-sided line at a band's top or bottom stands apart from its column when the space
+# between them exceeds the column's usual space between lines by this many text heights.
+# Engines' boxes carry margins, so the usual space is often negative (boxes overlap).
+_DETACH_EXTRA_HEIGHTS = 0.5
 # Segments overlapping vertically by this share of the smaller height are on the same row.
 _SAME_ROW_OVERLAP = 0.5
 
@@ -111,7 +113,8 @@ def _find_band(boxes: np.ndarray, idx: np.ndarray, unit: float) -> _Band | None:
     bottom = min(y1[left].max(), y1[right].max())
     detached = np.zeros(len(idx), dtype=bool)
     for side in (left, right):
-        detached |= _detached(side, y0, y1, cy, top, bottom, unit)
+        limit = _usual_gap(side, y0, y1, unit) + _DETACH_EXTRA_HEIGHTS * unit
+        detached |= _detached(side, y0, y1, cy, top, bottom, limit)
     above = (cy < ry0) | (detached & (cy < top))
     below = (cy > ry1) | (detached & (cy > bottom))
     return _Band(
@@ -136,6 +139,15 @@ def _free_runs(y0: np.ndarray, y1: np.ndarray) -> list[tuple[float, float]]:
     return runs
 
 
+def _usual_gap(side: np.ndarray, y0: np.ndarray, y1: np.ndarray, unit: float) -> float:
+    """Median space between successive lines of one column (segments of one row excluded)."""
+    members = np.flatnonzero(side)
+    order = members[np.argsort(y0[members])]
+    gaps = y0[order[1:]] - y1[order[:-1]]
+    gaps = gaps[gaps > -0.5 * unit]
+    return float(np.median(gaps)) if gaps.size else 0.0
+
+
 def _detached(
     side: np.ndarray,
     y0: np.ndarray,
@@ -143,7 +155,7 @@ def _detached(
     cy: np.ndarray,
     top: float,
     bottom: float,
-    unit: float,
+    limit: float,
 ) -> np.ndarray:
     """Segments of one side above ``top`` or below ``bottom`` that stand apart from the column."""
     out = np.zeros(len(side), dtype=bool)
@@ -153,7 +165,7 @@ def _detached(
     reach = y1[members[cy[members] <= bottom]].max(initial=-np.inf)
     cut = False
     for i in tail:
-        cut = cut or y0[i] - reach > _DETACH_GAP_HEIGHTS * unit
+        cut = cut or y0[i] - reach > limit
         out[i] = cut
         reach = max(reach, y1[i])
     # Head: walk up from the band's top the same way.
@@ -161,7 +173,7 @@ def _detached(
     reach = y0[members[cy[members] >= top]].min(initial=np.inf)
     cut = False
     for i in head:
-        cut = cut or reach - y1[i] > _DETACH_GAP_HEIGHTS * unit
+        cut = cut or reach - y1[i] > limit
         out[i] = cut
         reach = min(reach, y0[i])
     return out
