@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from docproc import jobs
 from docproc.models import DocumentOutcome, PlannedDocument
+from docproc.ocr import clear_engines
 from docproc.settings import Settings
 from docproc.storage import LocalStorage, ObjectInfo
 
@@ -90,3 +94,40 @@ def test_quarantine_names_are_safe_whatever_the_source_key(stores: tuple[LocalSt
     assert outcome.reason == "corrupt"
     keys = sorted(o.key for o in dst.iter_objects())
     assert keys == [f"quarantine/{outcome.id}/error.json", f"quarantine/{outcome.id}/original.pdf"]
+
+
+@pytest.fixture
+def crashing_tesseract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A `tesseract` first on PATH that answers probes with the real one and SIGKILLs itself on
+    every page: an engine that crashes on a document, deterministically."""
+    real = shutil.which("tesseract")
+    if real is None:
+        pytest.skip("tesseract is not installed (scripts/tools/tesseract.sh installs it)")
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    script = bin_dir / "tesseract"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--version*|*--list-langs*) exec ' + real + ' "$@";; esac\n'
+        f"echo page >> {calls}\n"
+        "kill -9 $$\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    clear_engines()
+    yield calls
+    clear_engines()
+
+
+def test_engine_crashing_twice_quarantines_the_document_only(
+    stores: tuple[LocalStorage, LocalStorage], corpus: Path, crashing_tesseract: Path
+) -> None:
+    src, dst = stores
+    src.write_bytes("scan.tif", (corpus / "phototest.tif").read_bytes())
+    settings = Settings(engine="tesseract", detect_orientation=False)
+    [obj] = list(src.iter_objects())
+    planned = jobs.inspect_object(src, dst, obj, settings)
+    assert isinstance(planned, PlannedDocument)
+    outcome = jobs.process_document(src, dst, planned, settings)
+    assert (outcome.status, outcome.reason) == ("quarantined", "ocr_failed")
+    assert crashing_tesseract.read_text().count("page") == 2  # tried, retried once, then quarantined

@@ -46,6 +46,12 @@ class TooLargeError(PermanentDocumentError):
     reason = "too_large"
 
 
+class OcrFailedError(PermanentDocumentError):
+    """The OCR engine failed on this document again when retried: quarantined, not fatal to the run."""
+
+    reason = "ocr_failed"
+
+
 class TransientError(DocprocError):
     """An infrastructure failure that may succeed on retry."""
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from docproc import __version__, loader, pipeline
-from docproc.errors import PermanentDocumentError, TooLargeError
+from docproc.errors import OcrEngineError, OcrFailedError, PermanentDocumentError, TooLargeError
 from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, QuarantineRecord
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage
@@ -102,7 +102,7 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
         return existing
     with src.local_copy(doc.source) as path:
         try:
-            result = pipeline.process_file(path, doc, settings)
+            result = _process_with_engine_retry(path, doc, settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
     key = result_key(doc.id, settings)
@@ -122,6 +122,19 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
         ocr_pages=sum(p.text_source == "ocr" for p in result.pages),
         seconds=round(time.perf_counter() - started, 4),
     )
+
+
+def _process_with_engine_retry(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
+    """An engine crash (killed, out of memory) gets one more try; twice on the same document, it is
+    the document's doing, and it is quarantined rather than failing its whole batch."""
+    try:
+        return pipeline.process_file(path, doc, settings)
+    except OcrEngineError as first:
+        log.warning("OCR engine failed on %s, retrying once: %s", doc.source, first)
+    try:
+        return pipeline.process_file(path, doc, settings)
+    except OcrEngineError as exc:
+        raise OcrFailedError(f"OCR engine failed twice: {exc}") from exc
 
 
 def quarantine(
