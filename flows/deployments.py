@@ -32,11 +32,9 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
-    FlowRunFilter,
-    TaskRunFilter,
     WorkQueueFilter,
 )
-from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.objects import Artifact, FlowRun, WorkPool
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.exceptions import ObjectNotFound
@@ -413,17 +411,24 @@ class RunStatus:
 async def read_status_async(client: PrefectClient, run_id: UUID) -> RunStatus:
     """State and progress of a run: documents done/total and quarantined, from its artifacts."""
     run = await client.read_flow_run(run_id)
-    artifacts = await client.read_artifacts(
-        flow_run_filter=FlowRunFilter(),  # the 3.8 client sends null for an omitted filter: refused
-        task_run_filter=TaskRunFilter(),
-        sort=ArtifactSort.CREATED_DESC,
-        limit=50,
-        offset=0,
-        artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-            key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT_KEY, REPORT_ARTIFACT_KEY]),
-        ),
+    # Through the REST API directly: the 3.8 client sends null for omitted flow-run and
+    # task-run filters (refused with 422), and an empty task-run filter drops the run-level
+    # artifacts, whose task_run_id is null.
+    artifact_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+        key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT_KEY, REPORT_ARTIFACT_KEY]),
     )
+    response = await client._client.post(
+        "/artifacts/filter",
+        json={
+            "artifacts": artifact_filter.model_dump(mode="json", exclude_unset=True),
+            "sort": ArtifactSort.CREATED_DESC.value,
+            "limit": 50,
+            "offset": 0,
+        },
+    )
+    response.raise_for_status()
+    artifacts = [Artifact.model_validate(a) for a in response.json()]
     done = total = quarantined = None
     report = None
     for artifact in artifacts:
