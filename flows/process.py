@@ -222,8 +222,11 @@ def process_documents(
             outcomes += decided
             progress.add(decided)
 
+        planned, duplicates = jobs.split_duplicates(planned, settings)
+        outcomes += duplicates
+        progress.add(duplicates)
         batches = jobs.plan_batches(
-            sorted(planned, key=lambda d: d.source),
+            planned,
             jobs.batch_pages(sum(d.pages for d in planned), settings.batch_size, settings.workers),
         )
         logger.info(

@@ -131,3 +131,13 @@ def test_engine_crashing_twice_quarantines_the_document_only(
     outcome = jobs.process_document(src, dst, planned, settings)
     assert (outcome.status, outcome.reason) == ("quarantined", "ocr_failed")
     assert crashing_tesseract.read_text().count("page") == 2  # tried, retried once, then quarantined
+
+
+def test_copies_of_one_content_are_processed_once() -> None:
+    a, b, c = _doc("b.pdf", 1), _doc("c.pdf", 2), _doc("a.pdf", 1)
+    copy = PlannedDocument(source="z/copy of b.pdf", id=a.id, media_type=a.media_type, pages=1, size_bytes=1)
+    unique, skipped = jobs.split_duplicates([copy, a, b, c], Settings())
+    assert [d.source for d in unique] == ["a.pdf", "b.pdf", "c.pdf"]
+    [dup] = skipped
+    assert (dup.source, dup.status, dup.reason) == ("z/copy of b.pdf", "skipped", "duplicate")
+    assert dup.result_key == jobs.result_key(a.id, Settings())

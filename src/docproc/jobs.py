@@ -171,6 +171,29 @@ def quarantine(
     )
 
 
+def split_duplicates(
+    docs: Sequence[PlannedDocument], settings: Settings
+) -> tuple[list[PlannedDocument], list[DocumentOutcome]]:
+    """One document per content, in source order; copies are skipped, pointing at its result."""
+    first: dict[str, PlannedDocument] = {}
+    copies: list[DocumentOutcome] = []
+    for doc in sorted(docs, key=lambda d: d.source):
+        if doc.id not in first:
+            first[doc.id] = doc
+            continue
+        copies.append(
+            DocumentOutcome(
+                source=doc.source,
+                id=doc.id,
+                status="skipped",
+                reason="duplicate",
+                message=f"same content as {first[doc.id].source}",
+                result_key=result_key(doc.id, settings),
+            )
+        )
+    return list(first.values()), copies
+
+
 def batch_pages(total_pages: int, batch_size: int, workers: int) -> int:
     """Pages per batch: ``batch_size``, but small enough that a small run still uses every worker."""
     return max(1, min(batch_size, math.ceil(total_pages / max(workers, 1))))
