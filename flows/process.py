@@ -142,9 +142,12 @@ def _excluded_prefix(src: Storage, dst: Storage) -> str | None:
     return None
 
 
-def _list_inputs(src: Storage, dst: Storage) -> list[ObjectInfo]:
+def _list_inputs(src: Storage, dst: Storage, keys: Sequence[str] | None = None) -> list[ObjectInfo]:
+    """Every object under the source, or only those under ``keys`` (objects or sub-prefixes)."""
     excluded = _excluded_prefix(src, dst)
-    return [o for o in src.iter_objects() if excluded is None or not o.key.startswith(excluded)]
+    listed = [o for k in keys for o in src.iter_objects(k)] if keys else list(src.iter_objects())
+    unique = {o.key: o for o in listed if excluded is None or not o.key.startswith(excluded)}
+    return sorted(unique.values(), key=lambda o: o.key)
 
 
 class _Progress:
@@ -189,10 +192,12 @@ def process_documents(
     priority: Priority = Priority.STANDARD,
     force: bool = False,
     settings_overrides: dict[str, Any] | None = None,
+    keys: list[str] | None = None,
 ) -> RunReport:
     """Process every document under ``source`` into ``destination``.
 
-    ``source`` and ``destination`` are local folders or ``s3://bucket/prefix`` URLs.
+    ``source`` and ``destination`` are local folders or ``s3://bucket/prefix`` URLs; ``keys``
+    limits the run to those objects or sub-prefixes of ``source`` (the event receiver's runs).
     Bad documents are quarantined with a reason; the run goes on and reports them.
     """
     logger = get_run_logger()
@@ -202,7 +207,7 @@ def process_documents(
     overrides = settings.overrides()
     run_id = str(flow_run.get_id() or uuid.uuid4())
     src, dst = open_storage(source, settings), open_storage(destination, settings)
-    objects = _list_inputs(src, dst)
+    objects = _list_inputs(src, dst, keys)
     logger.info("%d documents under %s", len(objects), src.url)
 
     progress = _Progress(len(objects))
