@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -31,7 +32,7 @@ from prefect_dask import DaskTaskRunner  # type: ignore[attr-defined]
 
 from docproc import jobs, report, runtime
 from docproc.errors import TransientError
-from docproc.models import DocumentOutcome, PlannedDocument, RunReport
+from docproc.models import DocumentOutcome, DocumentSlice, PlannedDocument, RunReport, SliceOutcome
 from docproc.queues import Priority, queue_for
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage, open_storage
@@ -81,11 +82,20 @@ def inspect_documents(
 
 @task(name="process-batch", cache_policy=NO_CACHE)
 def process_batch(
-    source: str, destination: str, docs: list[PlannedDocument], overrides: dict[str, Any]
-) -> list[DocumentOutcome]:
+    source: str, destination: str, batch: list[DocumentSlice], overrides: dict[str, Any]
+) -> list[DocumentOutcome | SliceOutcome]:
     settings = worker_settings(overrides)
     src, dst = open_storage(source, settings), open_storage(destination, settings)
-    return [jobs.process_document(src, dst, doc, settings) for doc in docs]
+    return [jobs.process_slice(src, dst, piece, settings) for piece in batch]
+
+
+@task(name="finish-document", cache_policy=NO_CACHE)
+def finish_document(
+    source: str, destination: str, doc: PlannedDocument, overrides: dict[str, Any]
+) -> DocumentOutcome:
+    settings = worker_settings(overrides)
+    src, dst = open_storage(source, settings), open_storage(destination, settings)
+    return jobs.finish_document(src, dst, doc, settings)
 
 
 def _with_core_share(settings: Settings) -> Settings:
@@ -245,9 +255,25 @@ def process_documents(
         futures = _retrying(process_batch, settings).map(
             unmapped(source), unmapped(destination), batches, unmapped(overrides)
         )
+        # A document split across batches is finished as soon as its last slice is read.
+        slices_left = Counter(piece.doc.id for batch in batches for piece in batch if not piece.whole)
+        split_docs = {piece.doc.id: piece.doc for batch in batches for piece in batch}
+        finishing = []
         for batch_outcomes in _collect(futures):
-            outcomes += batch_outcomes
-            progress.add(batch_outcomes)
+            done = [o for o in batch_outcomes if isinstance(o, DocumentOutcome)]
+            outcomes += done
+            progress.add(done)
+            for piece in (o for o in batch_outcomes if isinstance(o, SliceOutcome)):
+                slices_left[piece.id] -= 1
+                if slices_left[piece.id] == 0:
+                    finishing.append(
+                        _retrying(finish_document, settings).submit(
+                            source, destination, split_docs[piece.id], overrides
+                        )
+                    )
+        for outcome in _collect(finishing):
+            outcomes.append(outcome)
+            progress.add([outcome])
 
     run_report = report.build_report(
         run_id, src.url, dst.url, outcomes, started_at, datetime.now(UTC), settings

@@ -31,3 +31,14 @@ def rotated(src: Path, dest: Path, degrees: int) -> Path:
     with Image.open(src) as image:
         image.convert("L").rotate(degrees, expand=True, fillcolor=255).save(dest)
     return dest
+
+
+def pages_pdf(path: Path, pages: list[str]) -> Path:
+    """A born-digital PDF with one line of text per page."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.cell(0, 8, text)
+    pdf.output(str(path))
+    return path

@@ -17,10 +17,10 @@ from docproc.models import DocumentResult, RunReport
 from docproc.schema import document_result_schema
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
-from tests.documents import huge_png, rotated, text_pdf
+from tests.documents import huge_png, pages_pdf, rotated, text_pdf
 from tests.e2e_checks import check_results
 
-GOOD = ["phototest.tif", "rotated-90.png", "memo.pdf", "letter.txt"]
+GOOD = ["phototest.tif", "rotated-90.png", "memo.pdf", "letter.txt", "report.pdf"]
 BAD = {
     "invalid.pdf": "corrupt",
     "locked.pdf": "encrypted",
@@ -44,6 +44,8 @@ def inbox(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     rotated(corpus / "phototest.tif", folder / "rotated-90.png", 90)
     text_pdf(folder / "memo.pdf", ["Quarterly report", "Revenue grew by 12 percent in Q3 2024."])
     (folder / "letter.txt").write_text(LETTER, encoding="utf-8")
+    # 3 pages: with 7 pages over 2 workers, batches hold 4 pages and this document is split.
+    pages_pdf(folder / "report.pdf", [f"Annual report 2023, section {n}." for n in (1, 2, 3)])
     shutil.copy(corpus / "invalid.pdf", folder / "invalid.pdf")
     text_pdf(folder / "locked.pdf", ["Salary statement"], password="hunter2")
     huge_png(folder / "bomb.png")
@@ -66,7 +68,7 @@ def _report(out: Path) -> RunReport:
 def test_run_exits_0_with_quarantined_documents(first_run: tuple[Path, Result]) -> None:
     _, result = first_run
     assert result.exit_code == 0, result.output
-    assert "4 processed, 0 skipped, 4 quarantined" in result.output
+    assert "5 processed, 0 skipped, 4 quarantined" in result.output
 
 
 def test_every_document_has_one_valid_result_or_one_quarantine(first_run: tuple[Path, Result]) -> None:
@@ -118,6 +120,14 @@ def test_rotated_scan_is_turned_upright_and_read(first_run: tuple[Path, Result],
     assert len(expected & found) / len(expected) > 0.9
 
 
+def test_document_split_across_batches_comes_out_whole(first_run: tuple[Path, Result]) -> None:
+    out = first_run[0]
+    result = _result(out, "report.pdf")
+    assert [p.number for p in result.pages] == [1, 2, 3]
+    assert [p.text.strip() for p in result.pages] == [f"Annual report 2023, section {n}." for n in (1, 2, 3)]
+    assert not list(out.glob("parts/**/*.json"))  # the parts are gone once the document is done
+
+
 def test_entities_and_type_of_the_letter(first_run: tuple[Path, Result]) -> None:
     result = _result(first_run[0], "letter.txt")
     values = {(e.type, json.dumps(e.value, sort_keys=True)) for e in result.entities if e.source == "pattern"}
@@ -130,9 +140,9 @@ def test_entities_and_type_of_the_letter(first_run: tuple[Path, Result]) -> None
 
 def test_report_counts_and_lists_quarantine_reasons(first_run: tuple[Path, Result]) -> None:
     report = _report(first_run[0])
-    assert report.counts == {"processed": 4, "skipped": 0, "quarantined": 4}
+    assert report.counts == {"processed": 5, "skipped": 0, "quarantined": 4}
     assert {o.source: o.reason for o in report.quarantined} == BAD
-    assert report.pages == 4
+    assert report.pages == 7
     assert report.ocr_pages == 2
     assert report.pages_per_second > 0
     markdown = next(first_run[0].glob("runs/*/report.md")).read_text()
@@ -146,7 +156,7 @@ def test_rerun_skips_finished_documents_and_can_fail_on_quarantine(
     before = sorted(p.name for p in out.glob("results/*.json"))
     result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(out), "--fail-on-quarantine"])
     assert result.exit_code == EXIT_QUARANTINE, result.output
-    assert "0 processed, 4 skipped, 4 quarantined" in result.output
+    assert "0 processed, 5 skipped, 4 quarantined" in result.output
     assert sorted(p.name for p in out.glob("results/*.json")) == before
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from docproc import jobs
-from docproc.models import DocumentOutcome, PlannedDocument
+from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, SliceOutcome
 from docproc.ocr import clear_engines
 from docproc.settings import Settings
 from docproc.storage import LocalStorage, ObjectInfo
+from tests.documents import pages_pdf
 
 
 def _doc(source: str, pages: int) -> PlannedDocument:
@@ -23,10 +24,15 @@ def _doc(source: str, pages: int) -> PlannedDocument:
     )
 
 
-def test_batches_pack_pages_in_order_and_never_split_a_document() -> None:
-    docs = [_doc("a", 3), _doc("b", 4), _doc("c", 10), _doc("d", 1), _doc("e", 2)]
+def test_batches_fill_pages_in_order_splitting_long_documents() -> None:
+    docs = [_doc("a", 3), _doc("b", 4), _doc("c", 10), _doc("d", 1), _doc("e", 0)]
     batches = jobs.plan_batches(docs, 8)
-    assert [[d.source for d in b] for b in batches] == [["a", "b"], ["c"], ["d", "e"]]
+    assert [[(s.doc.source, s.first, s.last) for s in b] for b in batches] == [
+        [("a", 1, 3), ("b", 1, 4), ("c", 1, 1)],
+        [("c", 2, 9)],
+        [("c", 10, 10), ("d", 1, 1), ("e", 1, 1)],
+    ]
+    assert [s.whole for b in batches for s in b] == [True, True, False, False, False, True, True]
 
 
 @pytest.mark.parametrize(
@@ -141,3 +147,28 @@ def test_copies_of_one_content_are_processed_once() -> None:
     [dup] = skipped
     assert (dup.source, dup.status, dup.reason) == ("z/copy of b.pdf", "skipped", "duplicate")
     assert dup.result_key == jobs.result_key(a.id, Settings())
+
+
+def test_document_split_across_batches_is_joined_in_page_order(
+    stores: tuple[LocalStorage, LocalStorage],
+) -> None:
+    src, dst = stores
+    pages_pdf(src.root / "report.pdf", [f"Chapter {n} of the annual report for 2023." for n in (1, 2, 3)])
+    settings = Settings()
+    [obj] = list(src.iter_objects())
+    doc = jobs.inspect_object(src, dst, obj, settings)
+    assert isinstance(doc, PlannedDocument)
+    slices = [s for batch in jobs.plan_batches([doc], 2) for s in batch]
+    assert [(s.first, s.last) for s in slices] == [(1, 2), (3, 3)]
+    for piece in reversed(slices):  # batches finish in any order
+        assert isinstance(jobs.process_slice(src, dst, piece, settings), SliceOutcome)
+    assert len(list(dst.iter_objects("parts"))) == 2
+
+    outcome = jobs.finish_document(src, dst, doc, settings)
+    assert (outcome.status, outcome.pages) == ("processed", 3)
+    assert outcome.result_key is not None
+    result = DocumentResult.model_validate_json(dst.read_bytes(outcome.result_key))
+    assert [p.number for p in result.pages] == [1, 2, 3]
+    assert result.text.split("\f") == [f"Chapter {n} of the annual report for 2023." for n in (1, 2, 3)]
+    assert list(dst.iter_objects("parts")) == []
+    assert jobs.finish_document(src, dst, doc, settings).status == "skipped"

@@ -66,3 +66,9 @@ class OcrEngineError(TransientError):
 
 class ObjectNotFoundError(DocprocError):
     """A key that was expected in storage is not there."""
+
+
+def permanent_error(reason: str, message: str, page: int | None = None) -> PermanentDocumentError:
+    """Rebuild a permanent error from its reason, as stored in a part or quarantine record."""
+    classes = {cls.reason: cls for cls in PermanentDocumentError.__subclasses__()}
+    return classes.get(reason, PermanentDocumentError)(message, page=page)

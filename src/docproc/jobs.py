@@ -16,8 +16,24 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from docproc import __version__, loader, pipeline
-from docproc.errors import OcrEngineError, OcrFailedError, PermanentDocumentError, TooLargeError
-from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, QuarantineRecord
+from docproc.errors import (
+    OcrEngineError,
+    OcrFailedError,
+    PermanentDocumentError,
+    TooLargeError,
+    TransientError,
+    permanent_error,
+)
+from docproc.models import (
+    DocumentOutcome,
+    DocumentResult,
+    DocumentSlice,
+    PagesPart,
+    PartError,
+    PlannedDocument,
+    QuarantineRecord,
+    SliceOutcome,
+)
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage
 
@@ -94,17 +110,78 @@ def _existing_outcome(dst: Storage, source: str, doc_id: str, settings: Settings
     )
 
 
+def part_prefix(doc_id: str, settings: Settings) -> str:
+    return f"parts/{doc_id}-{settings.fingerprint()}/"
+
+
+def part_key(doc_id: str, settings: Settings, first: int, last: int) -> str:
+    return f"{part_prefix(doc_id, settings)}{first:06d}-{last:06d}.json"
+
+
 def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: Settings) -> DocumentOutcome:
-    """Process one planned document and write its result and text; quarantine it on bad input."""
+    """Process one whole planned document and write its result and text; quarantine it on bad input."""
     started = time.perf_counter()
     existing = _existing_outcome(dst, doc.source, doc.id, settings)
     if existing is not None:  # a retried batch: this document was finished by the first attempt
         return existing
     with src.local_copy(doc.source) as path:
         try:
-            result = _process_with_engine_retry(path, doc, settings)
+            result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
+    return _store_result(dst, doc, result, settings, started)
+
+
+def process_slice(
+    src: Storage, dst: Storage, piece: DocumentSlice, settings: Settings
+) -> DocumentOutcome | SliceOutcome:
+    """A whole document is processed; part of a split one is read and kept under parts/ until
+    ``finish_document`` joins it with the other parts."""
+    doc = piece.doc
+    if piece.whole:
+        return process_document(src, dst, doc, settings)
+    done = SliceOutcome(source=doc.source, id=doc.id, first=piece.first, last=piece.last)
+    key = part_key(doc.id, settings, piece.first, piece.last)
+    if dst.exists(key) or _existing_outcome(dst, doc.source, doc.id, settings) is not None:
+        return done  # read by an earlier attempt, or the whole document is finished already
+    with src.local_copy(doc.source) as path:
+        try:
+            read = _read_with_engine_retry(path, doc, settings, piece.first, piece.last)
+            part = PagesPart(first=piece.first, last=piece.last, pages=read.pages, timings=read.timings)
+        except PermanentDocumentError as exc:
+            error = PartError(reason=exc.reason, message=str(exc), page=exc.page)
+            part = PagesPart(first=piece.first, last=piece.last, pages=[], timings={}, error=error)
+    dst.write_bytes(key, part.model_dump_json().encode(), "application/json")
+    return done
+
+
+def finish_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: Settings) -> DocumentOutcome:
+    """Join the parts of a split document into its result (or quarantine it), then drop the parts."""
+    started = time.perf_counter()
+    existing = _existing_outcome(dst, doc.source, doc.id, settings)
+    if existing is not None:
+        return existing
+    keys = [o.key for o in dst.iter_objects(part_prefix(doc.id, settings))]
+    parts = [PagesPart.model_validate_json(dst.read_bytes(key)) for key in keys]
+    error = next((part.error for part in parts if part.error is not None), None)
+    if error is not None:
+        outcome = quarantine(
+            src, dst, doc.source, doc.id, permanent_error(error.reason, error.message, error.page)
+        )
+    else:
+        numbers = sorted(page.number for part in parts for page in part.pages)
+        if numbers != list(range(1, doc.pages + 1)):
+            raise TransientError(f"parts of {doc.source} cover pages {numbers}, not 1..{doc.pages}")
+        reads = [pipeline.PagesRead(pages=part.pages, timings=part.timings) for part in parts]
+        outcome = _store_result(dst, doc, pipeline.finish(doc, reads, settings), settings, started)
+    for key in keys:
+        dst.delete(key)
+    return outcome
+
+
+def _store_result(
+    dst: Storage, doc: PlannedDocument, result: DocumentResult, settings: Settings, started: float
+) -> DocumentOutcome:
     key = result_key(doc.id, settings)
     # Text first, result last: the result's presence is what marks the document done.
     dst.write_bytes(text_key(doc.id, settings), result.text.encode(), "text/plain; charset=utf-8")
@@ -124,15 +201,17 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
     )
 
 
-def _process_with_engine_retry(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
-    """An engine crash (killed, out of memory) gets one more try; twice on the same document, it is
+def _read_with_engine_retry(
+    path: Path, doc: PlannedDocument, settings: Settings, first: int = 1, last: int | None = None
+) -> pipeline.PagesRead:
+    """An engine crash (killed, out of memory) gets one more try; twice on the same pages, it is
     the document's doing, and it is quarantined rather than failing its whole batch."""
     try:
-        return pipeline.process_file(path, doc, settings)
-    except OcrEngineError as first:
-        log.warning("OCR engine failed on %s, retrying once: %s", doc.source, first)
+        return pipeline.read_pages(path, doc, settings, first, last)
+    except OcrEngineError as exc:
+        log.warning("OCR engine failed on %s, retrying once: %s", doc.source, exc)
     try:
-        return pipeline.process_file(path, doc, settings)
+        return pipeline.read_pages(path, doc, settings, first, last)
     except OcrEngineError as exc:
         raise OcrFailedError(f"OCR engine failed twice: {exc}") from exc
 
@@ -199,20 +278,22 @@ def batch_pages(total_pages: int, batch_size: int, workers: int) -> int:
     return max(1, min(batch_size, math.ceil(total_pages / max(workers, 1))))
 
 
-def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list[PlannedDocument]]:
-    """Group documents into batches of about ``batch_pages`` pages, in listing order.
-
-    A document is never split: one with more pages than a batch holds forms a batch alone.
-    """
-    batches: list[list[PlannedDocument]] = []
-    current: list[PlannedDocument] = []
-    pages = 0
+def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list[DocumentSlice]]:
+    """Fill batches of ``batch_pages`` pages in listing order, splitting a document across
+    batches where it does not fit, so that one long document does not hold up a run."""
+    batches: list[list[DocumentSlice]] = []
+    current: list[DocumentSlice] = []
+    room = batch_pages
     for doc in docs:
-        if current and pages + doc.pages > batch_pages:
-            batches.append(current)
-            current, pages = [], 0
-        current.append(doc)
-        pages += doc.pages
+        first, total = 1, max(doc.pages, 1)
+        while first <= total:
+            take = min(room, total - first + 1)
+            current.append(DocumentSlice(doc=doc, first=first, last=first + take - 1))
+            first += take
+            room -= take
+            if room == 0:
+                batches.append(current)
+                current, room = [], batch_pages
     if current:
         batches.append(current)
     return batches

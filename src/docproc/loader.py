@@ -84,14 +84,21 @@ def inspect(path: Path, settings: Settings) -> DocumentInfo:
     return DocumentInfo(media_type=media_type, page_count=count, size_bytes=size)
 
 
-def iter_pages(path: Path, media_type: str, settings: Settings) -> Iterator[SourcePage]:
-    """The document's pages in order. ``inspect`` must have accepted the document first."""
+def iter_pages(
+    path: Path, media_type: str, settings: Settings, first: int = 1, last: int | None = None
+) -> Iterator[SourcePage]:
+    """Pages ``first``..``last`` (1-based, inclusive; all by default) in order.
+
+    ``inspect`` must have accepted the document first. Pages outside the range are not decoded.
+    """
+    wanted = range(first, (last if last is not None else 1 << 31) + 1)
     if media_type == detect.PDF:
-        yield from _pdf_pages(path, settings)
+        yield from _pdf_pages(path, settings, wanted)
     elif media_type in detect.IMAGE_TYPES:
-        yield from _image_pages(path, settings)
+        yield from _image_pages(path, settings, wanted)
     elif media_type == detect.TEXT:
-        yield SourcePage(number=1, text=detect.decode_text(path.read_bytes()), image=None)
+        if 1 in wanted:
+            yield SourcePage(number=1, text=detect.decode_text(path.read_bytes()), image=None)
     else:
         raise UnsupportedTypeError(f"no loader for {media_type}")
 
@@ -119,12 +126,12 @@ def _open_pdf(path: Path) -> pdfium.PdfDocument:
         raise CorruptDocumentError(f"unreadable PDF: {exc}") from exc
 
 
-def _pdf_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
+def _pdf_pages(path: Path, settings: Settings, wanted: range) -> Iterator[SourcePage]:
     scale = settings.dpi / 72
     with _PDFIUM_LOCK:
         pdf = _open_pdf(path)
     try:
-        for index in range(len(pdf)):
+        for index in range(wanted.start - 1, min(len(pdf), wanted.stop - 1)):
             with _PDFIUM_LOCK:
                 try:
                     page = pdf[index]
@@ -191,9 +198,11 @@ def _open_image(path: Path) -> Image.Image:
         raise CorruptDocumentError(f"unreadable image: {exc}") from exc
 
 
-def _image_pages(path: Path, settings: Settings) -> Iterator[SourcePage]:
+def _image_pages(path: Path, settings: Settings, wanted: range) -> Iterator[SourcePage]:
     with _open_image(path) as image:
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            if number not in wanted:
+                continue  # seeking past a frame reads its header, not its pixels
             _check_pixels(frame.width, frame.height, settings, number)
             try:
                 with warnings.catch_warnings():

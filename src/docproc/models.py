@@ -143,3 +143,40 @@ class PlannedDocument(_Model):
     media_type: str
     pages: int
     size_bytes: int
+
+
+class DocumentSlice(_Model):
+    """Pages ``first``..``last`` of a planned document: the unit a batch is made of."""
+
+    doc: PlannedDocument
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+
+    @property
+    def whole(self) -> bool:
+        return self.first == 1 and self.last >= self.doc.pages
+
+
+class PartError(_Model):
+    reason: str
+    message: str
+    page: int | None = None
+
+
+class PagesPart(_Model):
+    """Pages of a split document read by one batch, kept in storage until the document is finished."""
+
+    first: int
+    last: int
+    pages: list[PageResult]
+    timings: dict[str, float]
+    error: PartError | None = None
+
+
+class SliceOutcome(_Model):
+    """A slice of a split document is read; the document is finished once all its slices are."""
+
+    source: str
+    id: str
+    first: int
+    last: int

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,20 +31,38 @@ class _Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
-    """Read, OCR, analyse and validate one document. Raises PermanentDocumentError for bad input."""
+@dataclass(frozen=True)
+class PagesRead:
+    """Pages of one document read (OCR or text layer), with the seconds each stage took."""
+
+    pages: list[PageResult]
+    timings: dict[str, float]
+
+
+def read_pages(
+    path: Path, doc: PlannedDocument, settings: Settings, first: int = 1, last: int | None = None
+) -> PagesRead:
+    """Read pages ``first``..``last`` (1-based, inclusive) of a document. Raises PermanentDocumentError."""
     timer = _Timer()
-    started = time.perf_counter()
     pages: list[PageResult] = []
-    pending = loader.iter_pages(path, doc.media_type, settings)
+    pending = loader.iter_pages(path, doc.media_type, settings, first=first, last=last)
     while True:
         with timer.stage("load"):
             source_page = next(pending, None)
         if source_page is None:
             break
         pages.append(_read_page(source_page, settings, timer))
-        log.debug("read page", extra={"doc_id": doc.id, "page": source_page.number})
+        log.debug("read page %d of %s (%s)", source_page.number, doc.source, doc.id[:12])
+    return PagesRead(pages=pages, timings=timer.seconds)
 
+
+def finish(doc: PlannedDocument, parts: list[PagesRead], settings: Settings) -> DocumentResult:
+    """Join read pages into a document, find its language, entities and type, and validate it."""
+    timer = _Timer()
+    for part in parts:
+        for stage, seconds in part.timings.items():
+            timer.seconds[stage] = timer.seconds.get(stage, 0.0) + seconds
+    pages = sorted((page for part in parts for page in part.pages), key=lambda p: p.number)
     text, page_starts = _join_pages(pages)
     with timer.stage("nlp"):
         analysis = nlp.analyze(text, page_starts)
@@ -51,7 +70,7 @@ def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> Docume
         quality = validate.assess_quality(
             pages, analysis.entities, analysis.document_type, settings.min_confidence
         )
-    timer.seconds["total"] = time.perf_counter() - started
+    timer.seconds["total"] = sum(timer.seconds.values())
     return DocumentResult(
         id=doc.id,
         source=doc.source,
@@ -68,6 +87,11 @@ def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> Docume
         settings_fingerprint=settings.fingerprint(),
         processed_at=datetime.now(UTC),
     )
+
+
+def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
+    """Read, OCR, analyse and validate one whole document. Raises PermanentDocumentError for bad input."""
+    return finish(doc, [read_pages(path, doc, settings)], settings)
 
 
 def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> PageResult:
