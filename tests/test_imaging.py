@@ -17,13 +17,6 @@ from docproc.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def phototest(corpus: Path) -> Image.Image:
-    with Image.open(corpus / "phototest.tif") as image:
-        image.load()
-        return image
-
-
-@pytest.fixture(scope="module")
 def linn(corpus: Path) -> Image.Image:
     with Image.open(corpus / "linn.png") as image:
         image.load()

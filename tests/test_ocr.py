@@ -94,13 +94,6 @@ def tesseract_engine(tesseract_settings: Settings) -> OcrEngine:
 
 
 @pytest.fixture(scope="session")
-def phototest(corpus: Path) -> Image.Image:
-    with Image.open(corpus / "phototest.tif") as image:
-        image.load()
-        return image
-
-
-@pytest.fixture(scope="session")
 def phototest_text(corpus: Path) -> str:
     return (corpus / "phototest.txt").read_text(encoding="utf-8")
 

@@ -28,6 +28,7 @@ from docproc.models import (
     DocumentOutcome,
     DocumentResult,
     DocumentSlice,
+    OutcomeStatus,
     PagesPart,
     PartError,
     PlannedDocument,
@@ -97,16 +98,29 @@ def _existing_outcome(dst: Storage, source: str, doc_id: str, settings: Settings
     if not dst.exists(key):
         return None
     result = DocumentResult.model_validate_json(dst.read_bytes(key))
+    return _outcome(source, result, key, "skipped", reason="result_exists")
+
+
+def _outcome(
+    source: str,
+    result: DocumentResult,
+    key: str,
+    status: OutcomeStatus,
+    reason: str | None = None,
+    seconds: float = 0.0,
+) -> DocumentOutcome:
     return DocumentOutcome(
         source=source,
-        id=doc_id,
-        status="skipped",
-        reason="result_exists",
+        id=result.id,
+        status=status,
+        reason=reason,
         result_key=key,
         quality=result.quality.status,
         document_type=result.document_type.label,
         language=result.language.code,
         pages=len(result.pages),
+        ocr_pages=sum(p.text_source == "ocr" for p in result.pages) if status == "processed" else 0,
+        seconds=round(seconds, 4),
     )
 
 
@@ -187,18 +201,7 @@ def _store_result(
     dst.write_bytes(text_key(doc.id, settings), result.text.encode(), "text/plain; charset=utf-8")
     dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
     log.info("processed %s (%s, %d pages, %s)", doc.source, doc.id[:12], doc.pages, result.quality.status)
-    return DocumentOutcome(
-        source=doc.source,
-        id=doc.id,
-        status="processed",
-        result_key=key,
-        quality=result.quality.status,
-        document_type=result.document_type.label,
-        language=result.language.code,
-        pages=len(result.pages),
-        ocr_pages=sum(p.text_source == "ocr" for p in result.pages),
-        seconds=round(time.perf_counter() - started, 4),
-    )
+    return _outcome(doc.source, result, key, "processed", seconds=time.perf_counter() - started)
 
 
 def _read_with_engine_retry(
