@@ -88,7 +88,35 @@ def docproc_run(inbox: Path, workers: int) -> tuple[float, RunReport, list[Docum
     return wall, report, results
 
 
+def per_task_overhead(tasks: int = 16) -> float:
+    """Seconds Prefect + Dask add per mapped task on a warm 2-worker LocalCluster: the cost a batch
+    pays on top of its pages, which sets how many pages a batch needs to keep it under 5%."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from flows.local_api import prefect_api
+    from flows.process import build_task_runner
+
+    @task(cache_policy=NO_CACHE)
+    def nothing(i: int) -> int:
+        return i
+
+    @flow(task_runner=build_task_runner(Settings(workers=2)))
+    def overhead() -> float:
+        [f.result() for f in nothing.map(range(4))]  # warm: workers started, modules imported
+        started = time.perf_counter()
+        [f.result() for f in nothing.map(range(tasks))]
+        return (time.perf_counter() - started) / tasks
+
+    with prefect_api():
+        return float(overhead())
+
+
 def main() -> None:
+    task_s = per_task_overhead()
+    print(f"orchestration per batch task (Prefect + Dask, warm 2-worker cluster): {task_s:.3f} s")
+    if "--orchestration-only" in sys.argv:
+        return
     settings = Settings()
     inbox = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
     for name in DOCUMENTS:
@@ -96,6 +124,7 @@ def main() -> None:
     images = page_images(inbox, settings)
     load_s, loop_s = plain_easyocr(images)
     figures: dict[str, object] = {
+        "per_task_orchestration_s": round(task_s, 3),
         "ocr_pages": len(images),
         "plain_easyocr": {
             "model_load_s": round(load_s, 2),
