@@ -19,8 +19,8 @@ run: env ## process samples/ into out/ on the embedded default (no server, local
 	$(VENV)/bin/docproc run samples --out out
 
 lint: env ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src flows tests
-	$(VENV)/bin/ruff format --check src flows tests
+	$(VENV)/bin/ruff check src flows tests benchmarks
+	$(VENV)/bin/ruff format --check src flows tests benchmarks
 	$(VENV)/bin/mypy
 
 test: env tools lint ## install everything the tests need and run the whole suite
