@@ -29,7 +29,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     set -eu; \
     uv venv /opt/venv; \
-    uv export --frozen --no-dev --no-emit-project --no-hashes --format requirements-txt -o /tmp/locked.txt; \
+    uv export --frozen --no-dev --extra operator --no-emit-project --no-hashes --format requirements-txt -o /tmp/locked.txt; \
     if [ -n "${TORCH_INDEX_URL}" ]; then \
         torch="$(grep -E '^torch==' /tmp/locked.txt | cut -d' ' -f1 | cut -d';' -f1)"; \
         torchvision="$(grep -E '^torchvision==' /tmp/locked.txt | cut -d' ' -f1 | cut -d';' -f1)"; \
