@@ -122,8 +122,10 @@ def _quiet_logs(verbose: bool) -> None:
     if verbose:
         return
     # Prefect configures its loggers on import: quiet them after it, keep warnings and errors.
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "distributed", "docproc"):
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "docproc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The nanny warns when it kills a worker still loading models at shutdown: nothing is lost.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 def _print_summary(report: RunReport) -> None:
