@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from docproc import jobs
 from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, SliceOutcome
@@ -172,3 +173,18 @@ def test_document_split_across_batches_is_joined_in_page_order(
     assert result.text.split("\f") == [f"Chapter {n} of the annual report for 2023." for n in (1, 2, 3)]
     assert list(dst.iter_objects("parts")) == []
     assert jobs.finish_document(src, dst, doc, settings).status == "skipped"
+
+
+@pytest.mark.parametrize("size", [(5000, 1), (1, 1), (2, 4000)])
+def test_page_too_thin_for_text_is_processed_as_empty(
+    stores: tuple[LocalStorage, LocalStorage], size: tuple[int, int]
+) -> None:
+    # easyocr's own resizing fails on a 2600 x 1 page: it must not reach the engine.
+    src, dst = stores
+    Image.new("L", size, 0).save(src.root / "sliver.png")
+    settings = Settings()
+    [obj] = list(src.iter_objects())
+    doc = jobs.inspect_object(src, dst, obj, settings)
+    assert isinstance(doc, PlannedDocument)
+    outcome = jobs.process_document(src, dst, doc, settings)
+    assert (outcome.status, outcome.quality) == ("processed", "failed")

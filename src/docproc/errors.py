@@ -52,6 +52,13 @@ class OcrFailedError(PermanentDocumentError):
     reason = "ocr_failed"
 
 
+class InternalDocumentError(PermanentDocumentError):
+    """docproc failed on this document in a way it did not foresee (a bug): quarantined so that
+    the other documents go on, and reported with the exception for the maintainers."""
+
+    reason = "internal_error"
+
+
 class TransientError(DocprocError):
     """An infrastructure failure that may succeed on retry."""
 

@@ -11,12 +11,15 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from docproc import __version__, loader, pipeline
 from docproc.errors import (
+    DocprocError,
+    InternalDocumentError,
     OcrEngineError,
     OcrFailedError,
     PermanentDocumentError,
@@ -79,7 +82,8 @@ def inspect_object(
         if existing is not None:
             return existing
         try:
-            info = loader.inspect(path, settings)
+            with _contained(obj.key):
+                info = loader.inspect(path, settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, obj.key, doc_id, exc, local_path=path)
     return PlannedDocument(
@@ -140,7 +144,8 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
         return existing
     with src.local_copy(doc.source) as path:
         try:
-            result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
+            with _contained(doc.source):
+                result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
     return _store_result(dst, doc, result, settings, started)
@@ -160,7 +165,8 @@ def process_slice(
         return done  # read by an earlier attempt, or the whole document is finished already
     with src.local_copy(doc.source) as path:
         try:
-            read = _read_with_engine_retry(path, doc, settings, piece.first, piece.last)
+            with _contained(doc.source):
+                read = _read_with_engine_retry(path, doc, settings, piece.first, piece.last)
             part = PagesPart(first=piece.first, last=piece.last, pages=read.pages, timings=read.timings)
         except PermanentDocumentError as exc:
             error = PartError(reason=exc.reason, message=str(exc), page=exc.page)
@@ -187,7 +193,13 @@ def finish_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: 
         if numbers != list(range(1, doc.pages + 1)):
             raise TransientError(f"parts of {doc.source} cover pages {numbers}, not 1..{doc.pages}")
         reads = [pipeline.PagesRead(pages=part.pages, timings=part.timings) for part in parts]
-        outcome = _store_result(dst, doc, pipeline.finish(doc, reads, settings), settings, started)
+        try:
+            with _contained(doc.source):
+                result = pipeline.finish(doc, reads, settings)
+        except PermanentDocumentError as exc:
+            outcome = quarantine(src, dst, doc.source, doc.id, exc)
+        else:
+            outcome = _store_result(dst, doc, result, settings, started)
     for key in keys:
         dst.delete(key)
     return outcome
@@ -202,6 +214,22 @@ def _store_result(
     dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
     log.info("processed %s (%s, %d pages, %s)", doc.source, doc.id[:12], doc.pages, result.quality.status)
     return _outcome(doc.source, result, key, "processed", seconds=time.perf_counter() - started)
+
+
+@contextmanager
+def _contained(source: str) -> Iterator[None]:
+    """Turn an unforeseen failure on one document (a bug) into its quarantine, so the run goes on.
+
+    docproc's own errors pass through: permanent ones quarantine as they are, transient ones
+    are retried by the caller.
+    """
+    try:
+        yield
+    except DocprocError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected failure on %s", source)
+        raise InternalDocumentError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _read_with_engine_retry(

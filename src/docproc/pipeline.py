@@ -12,10 +12,12 @@ from pathlib import Path
 
 from docproc import __version__, imaging, loader, nlp, validate
 from docproc.models import DocumentResult, Line, PageResult, PlannedDocument
-from docproc.ocr import get_engine
+from docproc.ocr import OcrPage, get_engine
 from docproc.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MIN_TEXT_PIXELS = 8
 
 
 class _Timer:
@@ -111,9 +113,10 @@ def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> Pa
     engine = get_engine(settings)
     with timer.stage("preprocess"):
         prepared = imaging.prepare_page(page.image, settings, engine)
-    with timer.stage("ocr"):
-        ocr = engine.read(prepared.image)
     height, width = prepared.image.shape[:2]
+    with timer.stage("ocr"):
+        # A sliver of a page holds no readable text, and the engines' own resizing fails on it.
+        ocr = engine.read(prepared.image) if min(height, width) >= MIN_TEXT_PIXELS else OcrPage.from_lines(())
     return PageResult(
         number=page.number,
         width=int(width),
