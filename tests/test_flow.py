@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from uuid import UUID
 
 import jsonschema
 import pytest
@@ -17,6 +18,8 @@ from docproc.models import DocumentResult, RunReport
 from docproc.schema import document_result_schema
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
+from flows.deployments import RunStatus, read_status
+from flows.local_api import prefect_api
 from tests.documents import huge_png, pages_pdf, rotated, text_pdf
 from tests.e2e_checks import check_results
 
@@ -54,10 +57,28 @@ def inbox(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+def run_status(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result, RunStatus]:
+    """The first run, and its status as `docproc status` reads it from the run's artifacts."""
     out = tmp_path_factory.mktemp("out")
-    result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(out), "--workers", "2"])
-    return out, result
+    # One embedded API for the CLI (which reuses a configured one) and for reading the artifacts.
+    with prefect_api():
+        result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(out), "--workers", "2"])
+        [status] = read_status(UUID(_report(out).run_id)) if result.exit_code == 0 else [None]
+    return out, result, status
+
+
+@pytest.fixture(scope="module")
+def first_run(run_status: tuple[Path, Result, RunStatus]) -> tuple[Path, Result]:
+    return run_status[0], run_status[1]
+
+
+def test_run_progress_and_report_are_published_as_artifacts(
+    run_status: tuple[Path, Result, RunStatus],
+) -> None:
+    out, _, status = run_status
+    assert status.state == "Completed"
+    assert (status.done, status.total, status.quarantined) == (9, 9, 4)
+    assert status.report == f"{out.resolve()}/runs/{_report(out).run_id}/report.json"
 
 
 def _report(out: Path) -> RunReport:
