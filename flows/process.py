@@ -38,7 +38,7 @@ from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage, open_storage
 from flows import alerts
 
-INSPECT_CHUNK = 64  # documents per inspection task: inspection reads headers only
+INSPECT_CHUNK = 64  # documents per inspection task: hashing and header checks, cheap next to OCR
 
 P = ParamSpec("P")
 ProgressListener = Callable[[int, int], None]
