@@ -148,7 +148,7 @@ def _print_summary(report: RunReport) -> None:
         f"{c['processed']} processed, {c['skipped']} skipped, {c['quarantined']} quarantined; "
         f"{report.pages} pages in {report.wall_seconds:.1f} s ({report.pages_per_second:.2f} pages/s)"
     )
-    out.print(f"results in {report.destination}, report in runs/{report.run_id}/report.md")
+    out.print(f"report: {report.destination.rstrip('/')}/runs/{report.run_id}/report.md")
 
 
 def _register_operations() -> None:
