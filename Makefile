@@ -13,7 +13,7 @@ env: ## create/update .venv from uv.lock
 	@scripts/bootstrap.sh
 
 tools: ## install external tools (MinIO server, helm, ...) into $(DOCPROC_TOOLS_DIR)
-	@for s in scripts/tools/*.sh; do [ -e "$$s" ] && bash "$$s"; done; true
+	@for s in scripts/tools/*.sh; do bash "$$s" >/dev/null || exit 1; done
 
 run: env ## process samples/ into out/ on the embedded default (no server, local Dask)
 	$(VENV)/bin/docproc run samples --out out
