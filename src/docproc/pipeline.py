@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from docproc import __version__, imaging, loader, nlp, validate
+from docproc import __version__, imaging, loader, logcontext, nlp, validate
 from docproc.models import DocumentResult, Line, PageResult, PlannedDocument
 from docproc.ocr import OcrPage, get_engine
 from docproc.settings import Settings
@@ -48,13 +48,15 @@ def read_pages(
     timer = _Timer()
     pages: list[PageResult] = []
     pending = loader.iter_pages(path, doc.media_type, settings, first=first, last=last)
-    while True:
-        with timer.stage("load"):
-            source_page = next(pending, None)
-        if source_page is None:
-            break
-        pages.append(_read_page(source_page, settings, timer))
-        log.debug("read page %d of %s (%s)", source_page.number, doc.source, doc.id[:12])
+    with logcontext.document(doc.id):
+        while True:
+            with timer.stage("load"):
+                source_page = next(pending, None)
+            if source_page is None:
+                break
+            with logcontext.page(source_page.number):
+                pages.append(_read_page(source_page, settings, timer))
+                log.debug("read page %d of %s", source_page.number, doc.source)
     return PagesRead(pages=pages, timings=timer.seconds)
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 
+from docproc import logcontext
 from docproc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ _TORCH_NOISE = (r".*quantize_per_tensor.*", r".*pin_memory.*")
 
 def configure_process(settings: Settings) -> None:
     """Give each worker process its share of the cores, so that workers don't oversubscribe them."""
+    logcontext.install()
     for message in _TORCH_NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     threads = settings.compute_threads
