@@ -31,6 +31,7 @@ from docproc.settings import Settings
 from flows.events import EVENTS_PATH, NewObject, create_app, queue_for_key
 from tests.fixtures.minio import MinioFactory
 from tests.fixtures.prefect_server import PrefectServer, free_port
+from tests.processes import stop
 
 TOKEN = "events-token-0a1b2c3d"  # a test value
 
@@ -189,8 +190,7 @@ def receiver_process(prefect_server: PrefectServer, docproc_pool: str, tmp_path:
             time.sleep(0.3)
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop(proc, timeout=20)
         log.close()
 
 

@@ -31,6 +31,7 @@ from docproc.storage import LocalStorage
 from tests.e2e_checks import check_results, upload
 from tests.fixtures.helm import KUBE_VERSIONS, Chart, K8sTools, Manifest, k8s_errors
 from tests.fixtures.prefect_server import PrefectServer, free_port
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -166,8 +167,7 @@ def dask_scheduler(tmp_path: Path) -> Iterator[str]:
     try:
         yield address
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc, timeout=30)
 
 
 def _dask_worker(address: str, name: str, tmp_path: Path) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ from docproc.cli import app
 from docproc.queues import QUEUES, WORK_POOL_NAME, Priority
 from flows import deployments
 from tests.fixtures.prefect_server import PrefectServer
+from tests.processes import stop
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240.0
@@ -224,11 +225,7 @@ def process_worker(
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=30)
         log.close()
         with get_client(sync_client=True) as client:
             client.update_work_pool(WORK_POOL_NAME, _pool_update(concurrency_limit=None))

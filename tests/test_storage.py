@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from docproc.errors import ConfigurationError, ObjectNotFoundError
+from docproc.jobs import sha256_file
 from docproc.settings import Settings
 from docproc.storage import LocalStorage, ObjectInfo, Storage, open_storage
 from docproc.storage.s3 import S3Storage
@@ -43,14 +44,6 @@ def write_random_file(path: Path, size: int, chunk: int = MiB) -> str:
             block = os.urandom(chunk)
             digest.update(block)
             fh.write(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(MiB):
-            digest.update(block)
     return digest.hexdigest()
 
 
