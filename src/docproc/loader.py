@@ -21,7 +21,6 @@ from docproc import detect
 from docproc.errors import (
     CorruptDocumentError,
     EncryptedDocumentError,
-    PermanentDocumentError,
     TooLargeError,
     UnsupportedTypeError,
 )
@@ -215,4 +214,4 @@ def _image_pages(path: Path, settings: Settings, wanted: range) -> Iterator[Sour
             yield SourcePage(number=number, text=None, image=page)
 
 
-__all__ = ["DocumentInfo", "LayerLine", "PermanentDocumentError", "SourcePage", "inspect", "iter_pages"]
+__all__ = ["DocumentInfo", "LayerLine", "SourcePage", "inspect", "iter_pages"]

@@ -1,4 +1,5 @@
-"""The processing core: one document from a local file to a validated ``DocumentResult``."""
+"""The processing core: pages of a local file read (``read_pages``), then joined, analysed and
+validated into a ``DocumentResult`` (``finish``); a long document is read in several parts."""
 
 from __future__ import annotations
 
@@ -91,11 +92,6 @@ def finish(doc: PlannedDocument, parts: list[PagesRead], settings: Settings) -> 
         settings_fingerprint=settings.fingerprint(),
         processed_at=datetime.now(UTC),
     )
-
-
-def process_file(path: Path, doc: PlannedDocument, settings: Settings) -> DocumentResult:
-    """Read, OCR, analyse and validate one whole document. Raises PermanentDocumentError for bad input."""
-    return finish(doc, [read_pages(path, doc, settings)], settings)
 
 
 def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> PageResult:
