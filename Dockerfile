@@ -43,8 +43,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 COPY src ./src
 COPY flows ./flows
+COPY prefect.yaml ./
 RUN uv pip install --python /opt/venv/bin/python --no-deps . \
-    && /opt/venv/bin/python -c "import docproc, flows"
+    && /opt/venv/bin/python -c "import docproc, flows.deployments as d; assert d.PROJECT_FILE.is_file()"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG UID=10001
