@@ -290,6 +290,9 @@ def test_ui_shows_the_completed_run_and_its_artifacts(
     for key in ARTIFACT_KEYS:
         page.get_by_text(key, exact=True).first.wait_for(timeout=PAGE_TIMEOUT_MS)
     page.screenshot(path=tmp_path / "flow-run.png")
+    # The V2 UI, which the server offers first to a browser with no saved preference.
+    console.open(page, f"{ui}/v2/runs/flow-run/{completed_run.id}", completed_run.name, prefect_server)
+    page.get_by_text("Completed", exact=True).first.wait_for(timeout=PAGE_TIMEOUT_MS)
 
     # The report: rendered markdown, with the quarantined document and its reason in a table.
     console.open(
