@@ -44,7 +44,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, WorkPool
 from prefect.client.schemas.sorting import ArtifactSort, DeploymentSort, FlowRunSort
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
+from prefect.settings import get_current_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.urls import url_for
 
@@ -230,10 +230,11 @@ def prefect_deploy(project_file: Path) -> str:
     """
     env = dict(os.environ)
     # The API this process talks to, also when it was set by a profile or temporary_settings.
-    if PREFECT_API_URL.value():
-        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-    if PREFECT_API_KEY.value():
-        env["PREFECT_API_KEY"] = str(PREFECT_API_KEY.value())
+    api = get_current_settings().api
+    if api.url:
+        env["PREFECT_API_URL"] = api.url
+    if api.key is not None:
+        env["PREFECT_API_KEY"] = api.key.get_secret_value()
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
     command += ["--prefect-file", str(project_file)]
     try:
@@ -279,6 +280,10 @@ def apply_all(
     overridden copy is written to a temporary file for ``prefect deploy``.
     """
     project = load_project(project_file)
+    for entry in project["deployments"]:
+        target = (entry.get("work_pool") or {}).get("name")
+        if target != WORK_POOL_NAME:
+            raise ConfigurationError(f"deployment {entry.get('name')!r} targets pool {target!r}")
 
     async def pool_and_queues() -> tuple[WorkPool, bool]:
         async with get_client() as client:
@@ -288,10 +293,6 @@ def apply_all(
 
     applied: tuple[WorkPool, bool] = run_coro_as_sync(pool_and_queues())
     pool, created = applied
-    for entry in project["deployments"]:
-        target = (entry.get("work_pool") or {}).get("name")
-        if target != pool.name:
-            raise ConfigurationError(f"deployment {entry.get('name')!r} targets pool {target!r}")
     if parameters or schedule:
         with tempfile.TemporaryDirectory(prefix="docproc-deploy-") as tmp:
             changed = Path(tmp) / "prefect.yaml"
@@ -463,6 +464,8 @@ __all__ = [
     "base_job_template",
     "deployment_name",
     "load_project",
+    "prefect_deploy",
     "read_status",
     "submit_run",
+    "with_overrides",
 ]
