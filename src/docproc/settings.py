@@ -29,6 +29,9 @@ RESULT_FIELDS: tuple[str, ...] = (
     "detect_orientation",
     "deskew",
     "min_confidence",
+    "searchable_pdf",
+    "pdfa",
+    "markdown",
 )
 
 
@@ -55,6 +58,16 @@ class Settings(BaseSettings):
     )
     min_text_layer_chars: int = Field(
         16, ge=1, description="A PDF page with at least this many text-layer characters is not OCRed."
+    )
+
+    # -- outputs besides the result JSON and the plain text
+    searchable_pdf: bool = Field(
+        True, description="Write pdf/<id>-<settings>.pdf: the document's pages with the OCR text over them."
+    )
+    pdfa: bool = Field(False, description="Make the searchable PDF a PDF/A-2b file (archival).")
+    markdown: bool = Field(
+        True,
+        description="Write markdown/<id>-<settings>.md: headings, paragraphs and lists in reading order.",
     )
 
     # -- limits (decompression bombs and runaway inputs end as quarantine `too_large`)
