@@ -108,6 +108,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory, phototest: Image.Image) -> d
         folder / "in" / "slanted.png"
     )
     _mixed_pdf(folder / "in" / "mixed.pdf", gray)
+    _turned_pdf(folder / "in" / "quarter.png", folder / "in" / "turned.pdf")
     return _run(folder, Settings(engine="tesseract", languages=("en",)))
 
 
@@ -123,12 +124,33 @@ def _mixed_pdf(path: Path, scan: Image.Image) -> None:
     pdf.output(str(path))
 
 
-def _pdf_words(path: Path, index: int, image_size: tuple[int, int]) -> tuple[str, list[Word]]:
-    """The page's extracted text and its words, boxes in the input image's pixels."""
+def _turned_pdf(sideways: Path, path: Path) -> None:
+    """A page scanned sideways (``sideways``, text running upwards) that /Rotate 90 shows upright."""
+    pdf = FPDF(unit="pt", format=(360, 480))
+    pdf.add_page()
+    pdf.image(str(sideways), x=0, y=0, w=360, h=480)
+    buffer = io.BytesIO(bytes(pdf.output()))
+    with pikepdf.open(buffer) as turned:
+        turned.pages[0].rotate(90, relative=False)
+        turned.save(path)
+
+
+def _pdf_words(
+    path: Path, index: int, image_size: tuple[int, int], *, user_space: bool = False
+) -> tuple[str, list[Word]]:
+    """The page's extracted text and its words, boxes in the input image's pixels.
+
+    PDFium's character boxes are in the page's user space; with ``user_space`` they are scaled
+    from the media box (the image as drawn, before /Rotate), otherwise from the page as shown.
+    """
     pdf = pdfium.PdfDocument(path)
     try:
         page = pdf[index]
-        width, height = page.get_size()
+        if user_space:
+            left, bottom, right, top = page.get_mediabox()
+            width, height = right - left, top - bottom
+        else:
+            width, height = page.get_size()
         sx, sy = image_size[0] / width, image_size[1] / height
         textpage = page.get_textpage()
         count = textpage.count_chars()
@@ -299,3 +321,19 @@ def test_setting_switches_the_pdf_off_and_changes_the_key(tmp_path: Path, photot
     done = _run(tmp_path, off)["page.png"]
     assert not (tmp_path / "out" / "pdf").exists()
     assert not done.pdf.exists()
+
+
+def test_rotated_pdf_page_gets_its_text_in_its_own_user_space(scans: dict[str, Processed]) -> None:
+    """A sideways scan that /Rotate shows upright: read upright, its text drawn on the image as
+    the page's user space holds it (sideways)."""
+    done = scans["turned.pdf"]
+    page = done.result.pages[0]
+    assert page.rotation == 0  # PDFium rendered it upright
+    text, _ = _pdf_words(done.pdf, 0, (640, 480))
+    assert _collapse(text) == _collapse(page.text)
+    with pikepdf.open(done.pdf) as pdf:
+        assert pdf.pages[0].rotation == 90  # kept as it was
+    # In user space the drawn image is quarter.png (480x640 px on 360x480 points).
+    _, words = _pdf_words(done.pdf, 0, (480, 640), user_space=True)
+    assert len(words) >= 50
+    _check_words_on_lines(words, scans["upright.png"].result, lambda p: (640 - p[1], p[0]), tolerance=4)
