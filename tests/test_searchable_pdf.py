@@ -8,6 +8,7 @@ against where the words are on the input, computed here from how the test made t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import shutil
@@ -337,3 +338,32 @@ def test_rotated_pdf_page_gets_its_text_in_its_own_user_space(scans: dict[str, P
     _, words = _pdf_words(done.pdf, 0, (480, 640), user_space=True)
     assert len(words) >= 50
     _check_words_on_lines(words, scans["upright.png"].result, lambda p: (640 - p[1], p[0]), tolerance=4)
+
+
+def test_default_engine_lays_its_lines_on_the_page(tmp_path: Path, phototest: Image.Image) -> None:
+    """easyocr, the default engine, joins its own segments into lines: the same checks hold."""
+    (tmp_path / "in").mkdir()
+    phototest.convert("L").save(tmp_path / "in" / "page.png")
+    done = _run(tmp_path, Settings(engine="easyocr", languages=("en",)))["page.png"]
+    page = done.result.pages[0]
+    assert page.engine == "easyocr"
+    text, words = _pdf_words(done.pdf, 0, (640, 480))
+    assert _collapse(text) == _collapse(page.text)
+    assert len(words) >= 50
+    _check_words_on_lines(words, done.result, lambda p: p, tolerance=2)
+
+
+def test_a_pdf_that_cannot_be_built_leaves_the_other_outputs(
+    scans: dict[str, Processed], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = scans["upright.png"]
+    # A result that does not fit its document (two pages for a one-page image).
+    wrong = done.result.model_copy(update={"pages": [*done.result.pages, *done.result.pages]})
+    settings = Settings(engine="tesseract", languages=("en",))
+    dst = LocalStorage(tmp_path / "out")
+    with pytest.raises(searchable_pdf.SearchablePdfError, match="1 pages in the PDF, 2 in the result"):
+        searchable_pdf.build(done.source, wrong, settings)
+    outputs.write_outputs(dst, wrong, settings, lambda: contextlib.nullcontext(done.source))
+    assert not dst.exists(outputs.pdf_key(wrong.id, settings))
+    assert dst.exists(outputs.markdown_key(wrong.id, settings))
+    assert "no searchable PDF for upright.png" in caplog.text

@@ -8,6 +8,7 @@ are written before the result, whose presence marks a document done.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -39,11 +40,13 @@ def write_outputs(
         text = markdown.render(result)
         dst.write_bytes(markdown_key(result.id, settings), text.encode(), "text/markdown; charset=utf-8")
     if settings.searchable_pdf and result.media_type in searchable_pdf.SUPPORTED_TYPES:
-        with open_source() as path:
+        # Built in a file, not in memory: a document may be hundreds of megabytes.
+        with open_source() as path, tempfile.TemporaryDirectory(prefix="docproc-pdf-") as folder:
+            made = Path(folder) / "searchable.pdf"
             try:
-                data = searchable_pdf.build(path, result, settings)
+                searchable_pdf.write(path, result, settings, made)
             except searchable_pdf.SearchablePdfError as exc:
                 # The text and result stand on their own: the document is processed, without its PDF.
                 log.error("no searchable PDF for %s (%s): %s", result.source, result.id[:12], exc)
                 return
-        dst.write_bytes(pdf_key(result.id, settings), data, "application/pdf")
+            dst.write_file(pdf_key(result.id, settings), made, "application/pdf")

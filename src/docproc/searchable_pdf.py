@@ -59,6 +59,13 @@ class SearchablePdfError(Exception):
 
 def build(source: Path, result: DocumentResult, settings: Settings) -> bytes:
     """The searchable PDF of ``source`` (a PDF or an image) from its result, as bytes."""
+    out = io.BytesIO()
+    write(source, result, settings, out)
+    return out.getvalue()
+
+
+def write(source: Path, result: DocumentResult, settings: Settings, out: Path | io.BytesIO) -> None:
+    """Write the searchable PDF of ``source`` (a PDF or an image) from its result to ``out``."""
     if result.media_type not in SUPPORTED_TYPES:
         raise SearchablePdfError(f"no searchable PDF for {result.media_type}")
     try:
@@ -81,9 +88,7 @@ def build(source: Path, result: DocumentResult, settings: Settings) -> bytes:
                 _add_text_layer(pdf, page, page_result, size, font, settings)
             if settings.pdfa:
                 _make_pdfa(pdf, result)
-            out = io.BytesIO()
             pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
-            return out.getvalue()
     except (pikepdf.PdfError, img2pdf.ImageOpenError, OSError, ValueError) as exc:
         raise SearchablePdfError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -312,4 +317,4 @@ def _make_pdfa(pdf: pikepdf.Pdf, result: DocumentResult) -> None:
             obj.Interpolate = False
 
 
-__all__ = ["SUPPORTED_TYPES", "SearchablePdfError", "build", "glyphless_font_program"]
+__all__ = ["SUPPORTED_TYPES", "SearchablePdfError", "build", "glyphless_font_program", "write"]
