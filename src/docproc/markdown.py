@@ -114,7 +114,15 @@ def _page_lines(page: PageResult) -> list[_Line]:
         ordered = [(line.text, line.bbox) for line in reading_order(segments)]
     else:
         ordered = [(line.text, line.bbox) for line in page.lines]
-    return [_Line(" ".join(text.split()), *map(float, box)) for text, box in ordered if text.strip()]
+    # OCR pages are measured in the pixels of the page as scaled for the engine, text-layer
+    # pages at the rasterization DPI: in thousandths of the page's width, a document's pages
+    # (mostly of one paper size) compare.
+    unit = max(page.width, 1) / 1000
+    return [
+        _Line(" ".join(text.split()), *(float(v) / unit for v in box))
+        for text, box in ordered
+        if text.strip()
+    ]
 
 
 def _blocks(lines: list[_Line], body: float) -> list[_Block]:
