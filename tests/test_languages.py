@@ -135,6 +135,8 @@ def test_languages_setting_reads_a_comma_separated_list(monkeypatch: pytest.Monk
     assert settings.languages == ("en", "de", "fr")
     assert settings.fingerprint() != Settings(languages=("en",)).fingerprint()
     assert Settings(languages="auto").languages == ("auto",)
+    monkeypatch.setenv("DOCPROC_LANGUAGES", '["de", "en"]')  # as the Helm chart writes a list
+    assert Settings().languages == ("de", "en")
     with pytest.raises(ValueError, match="auto cannot be combined"):
         Settings(languages="auto,en")
 

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_languages(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = value.split(",")
+            # en,de,fr from a person; ["en", "de"] from the Helm chart, which writes lists as JSON.
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
         if isinstance(value, list | tuple):
             codes = tuple(str(code).strip().lower() for code in value if str(code).strip())
             if not codes:
