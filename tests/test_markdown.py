@@ -102,7 +102,9 @@ def _process(folder: Path, name: str, settings: Settings) -> tuple[DocumentResul
     assert outcome.status == "processed", outcome
     assert outcome.result_key is not None
     result = DocumentResult.model_validate_json((folder / "out" / outcome.result_key).read_text())
-    written = (folder / "out" / outputs.markdown_key(result.id, settings)).read_text()
+    key = outputs.markdown_key(result.id, settings)
+    assert key == f"markdown/{result.id}-{result.settings_fingerprint}.md"
+    written = (folder / "out" / key).read_text()
     assert written == markdown.render(result)
     return result, written
 

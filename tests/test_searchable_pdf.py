@@ -204,6 +204,9 @@ def _check_words_on_lines(
 def test_text_extracted_from_the_pdf_is_the_results_text(scans: dict[str, Processed]) -> None:
     for name, done in scans.items():
         assert done.pdf.is_file(), name
+        # Beside the result: pdf/<id>-<settings>.pdf, as results/<id>-<settings>.json.
+        assert done.pdf.parent.name == "pdf"
+        assert done.pdf.name == f"{done.result.id}-{done.result.settings_fingerprint}.pdf"
         for page in done.result.pages:
             text, _ = _pdf_words(done.pdf, page.number - 1, (page.width, page.height))
             assert _collapse(text) == _collapse(page.text), f"{name} page {page.number}"
