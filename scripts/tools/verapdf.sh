@@ -15,12 +15,20 @@ if [[ -x "$launcher" ]]; then
     echo "$launcher"
     exit 0
 fi
-for tool in java mvn; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "verapdf.sh: '$tool' is not on PATH (apt-get install openjdk-17-jre-headless maven)" >&2
-        exit 1
+if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO="sudo"
+        else
+            echo "verapdf.sh: Java and Maven are missing and installing them needs root (apt-get install default-jre-headless maven)" >&2
+            exit 1
+        fi
     fi
-done
+    echo "verapdf.sh: installing Java and Maven with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends default-jre-headless maven >&2
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
