@@ -16,7 +16,7 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from docproc import jobs, runtime
+from docproc import jobs, ocr_languages, runtime
 from docproc.errors import ConfigurationError
 from docproc.models import DocumentResult, PlannedDocument
 from docproc.ocr import get_engine
@@ -156,3 +156,21 @@ def test_workers_warm_up_the_first_reading_engine_in_auto_mode() -> None:
     # Found by running `docproc run --languages auto`: the Dask workers' warm-up asked the
     # engine for a language called "auto".
     runtime.warm_up(Settings(engine="tesseract", languages="auto"))
+
+
+def test_auto_without_the_languages_model_keeps_the_english_reading(
+    pages: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """easyocr ships English only: a German page in auto mode keeps its English reading, says
+    why once, and records English as the language it was read in."""
+    settings = Settings(engine="easyocr", languages="auto", searchable_pdf=False, markdown=False)
+    with Image.open(pages["de"]) as image:
+        gray = np.array(image.convert("L"))
+    engine = get_engine(ocr_languages.engine_settings(settings))
+    for _ in range(2):
+        page, used = ocr_languages.read(gray, engine, settings)
+        assert used == ("en",)
+        assert "Fuchs" in page.text
+    warnings = [r for r in caplog.records if "cannot be read in it" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "latin_g2.pth" in warnings[0].getMessage()

@@ -14,7 +14,7 @@ import numpy as np
 
 from docproc.errors import ConfigurationError
 from docproc.nlp.language import detect_language
-from docproc.ocr import OcrEngine, OcrPage, get_engine
+from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
 from docproc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ FIRST_PASS = ("en",)
 AUTO_CANDIDATES = frozenset({"en", "de", "fr", "es", "it", "pt"})
 # A detection less sure than this keeps the first reading.
 _MIN_SCORE = 0.5
+# Engines auto mode found it cannot build in this process (a language pack or model missing).
+_unavailable: set[tuple[str, tuple[str, ...], bool]] = set()
 
 
 def engine_settings(settings: Settings) -> Settings:
@@ -43,11 +45,17 @@ def read(image: np.ndarray, engine: OcrEngine, settings: Settings) -> tuple[OcrP
     if found.code not in AUTO_CANDIDATES or found.code in FIRST_PASS or found.score < _MIN_SCORE:
         return first, FIRST_PASS
     languages = (found.code, *FIRST_PASS)
+    second = settings.model_copy(update={"languages": languages})
+    key = engine_key(second)
+    if key in _unavailable:
+        return first, FIRST_PASS
     try:
-        second_engine = get_engine(settings.model_copy(update={"languages": languages}))
+        second_engine = get_engine(second)
     except ConfigurationError as exc:
-        # Auto mode asked for what is not installed: the English reading stands, and says so.
-        log.warning("page looks %s (%.2f) but cannot be read in it: %s", found.code, found.score, exc)
+        # Auto mode asked for what is not installed: the English reading stands, and says so
+        # once per process rather than on every page (nor tries to load it again).
+        _unavailable.add(key)
+        log.warning("pages look %s (%.2f) but cannot be read in it: %s", found.code, found.score, exc)
         return first, FIRST_PASS
     log.debug("page detected as %s (%.2f): read again with %s", found.code, found.score, languages)
     return second_engine.read(image), languages
