@@ -41,6 +41,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
         uv pip install --python /opt/venv/bin/python -r /tmp/locked.txt; \
     fi
 
+# Extra easyocr recognition models for DOCPROC_LANGUAGES beyond English, fetched at build time
+# into the directory the engine loads from (e.g. --build-arg EASYOCR_MODELS="latin_g2" for
+# de/fr/es/it/pt). Empty by default: the image then reads English with easyocr, and a page
+# asking for another language fails with a configuration error naming the missing model.
+ARG EASYOCR_MODELS=""
+RUN if [ -n "${EASYOCR_MODELS}" ]; then \
+        /opt/venv/bin/python -c "import sys, easyocr_en_models as m; from easyocr.config import recognition_models as r; from easyocr.utils import download_and_unzip as get; [get(r['gen2'][n]['url'], r['gen2'][n]['filename'], str(m.model_dir()), False) for n in sys.argv[1:]]" ${EASYOCR_MODELS}; \
+    fi
+
 COPY src ./src
 COPY flows ./flows
 COPY prefect.yaml ./
@@ -59,6 +68,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid "${UID}" docproc \
     && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
+# Tesseract (DOCPROC_ENGINE=tesseract) with the language packs DOCPROC_LANGUAGES can ask for.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr=5.3.* tesseract-ocr-eng=1:4.1.* \
+        tesseract-ocr-osd=1:4.1.* tesseract-ocr-deu=1:4.1.* tesseract-ocr-fra=1:4.1.* \
+        tesseract-ocr-spa=1:4.1.* tesseract-ocr-ita=1:4.1.* tesseract-ocr-por=1:4.1.* \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 COPY flows /app/flows
 WORKDIR /app

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from docproc import __version__
 
@@ -29,6 +29,9 @@ RESULT_FIELDS: tuple[str, ...] = (
     "detect_orientation",
     "deskew",
     "min_confidence",
+    "searchable_pdf",
+    "pdfa",
+    "markdown",
 )
 
 
@@ -39,7 +42,11 @@ class Settings(BaseSettings):
 
     # -- extraction
     engine: EngineName = Field("easyocr", description="OCR engine: easyocr (default) or tesseract.")
-    languages: tuple[str, ...] = Field(("en",), description="OCR languages (easyocr codes).")
+    languages: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("en",),
+        description="OCR languages as ISO 639-1 codes, comma-separated (en,de,fr), or auto: "
+        "detect each page's language from a first English reading and read it again with that language.",
+    )
     gpu: bool = Field(False, description="Let easyocr use a GPU if torch sees one.")
     dpi: int = Field(200, ge=50, le=600, description="Rasterization DPI for PDF pages without text.")
     ocr_min_side: int = Field(
@@ -55,6 +62,16 @@ class Settings(BaseSettings):
     )
     min_text_layer_chars: int = Field(
         16, ge=1, description="A PDF page with at least this many text-layer characters is not OCRed."
+    )
+
+    # -- outputs besides the result JSON and the plain text
+    searchable_pdf: bool = Field(
+        True, description="Write pdf/<id>-<settings>.pdf: the document's pages with the OCR text over them."
+    )
+    pdfa: bool = Field(False, description="Make the searchable PDF a PDF/A-2b file (archival).")
+    markdown: bool = Field(
+        True,
+        description="Write markdown/<id>-<settings>.md: headings, paragraphs and lists in reading order.",
     )
 
     # -- limits (decompression bombs and runaway inputs end as quarantine `too_large`)
@@ -113,6 +130,21 @@ class Settings(BaseSettings):
     events_token: SecretStr | None = Field(
         None, description="Bearer token the MinIO webhook must present to `docproc events serve`."
     )
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _split_languages(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # en,de,fr from a person; ["en", "de"] from the Helm chart, which writes lists as JSON.
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        if isinstance(value, list | tuple):
+            codes = tuple(str(code).strip().lower() for code in value if str(code).strip())
+            if not codes:
+                raise ValueError("languages must name at least one language, or auto")
+            if "auto" in codes and len(codes) > 1:
+                raise ValueError("languages=auto cannot be combined with other languages")
+            return codes
+        return value
 
     def fingerprint(self) -> str:
         """Hash of the pipeline version and every setting that changes a result."""
