@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     max_page_pixels: Annotated[int, OUTCOME] = Field(
         90_000_000, ge=1, description="Most pixels in one page image (before scaling)."
     )
+    max_page_bytes: Annotated[int, OUTCOME] = Field(
+        360_000_000,
+        ge=1,
+        description=(
+            "Most memory one decoded page image may take: its pixels times the bytes per pixel"
+            " it is decoded with (1 for gray and palette, 2 for 16-bit, 4 for color, 32-bit and"
+            " float), so the page limit depends on bit depth. Lower it for small workers."
+        ),
+    )
 
     # -- execution
     workers: Annotated[int, LOCAL] = Field(2, ge=1, description="Dask worker processes of the local cluster.")
