@@ -21,7 +21,7 @@ from docproc import nlp
 from docproc.nlp import doctype, patterns
 
 # Below this, a duration is noise on a busy machine and no ratio is judged.
-NOISE_SECONDS = 0.5
+NOISE_SECONDS = 1.0
 
 
 def seconds(fn: Callable[[str], Any], text: str, repeat: int = 2) -> float:
@@ -40,10 +40,15 @@ def assert_linear(
     fn: Callable[[str], Any], make: Callable[[int], str], n: int, small_bound: float, what: str = ""
 ) -> None:
     """``fn`` on ``make(n)`` stays under ``small_bound`` seconds (checked first, so that a
-    quadratic step fails fast), and on ``make(4 * n)`` takes at most 8 times as long."""
-    small = seconds(fn, make(n))
+    quadratic step fails fast), and on ``make(4 * n)`` takes at most 8 times as long. The two
+    are timed in turns, three times, so that a burst of load does not hit only one of them."""
+    small_text, big_text = make(n), make(4 * n)
+    small = seconds(fn, small_text, repeat=1)
     assert small < small_bound, f"{what}{small:.3f}s on {n:,} units (bound {small_bound}s)"
-    big = seconds(fn, make(4 * n))
+    big = float("inf")
+    for _ in range(3):
+        small = min(small, seconds(fn, small_text, repeat=1))
+        big = min(big, seconds(fn, big_text, repeat=1))
     assert big <= max(8 * small, NOISE_SECONDS), f"{what}{small:.4f}s on {n:,} units, {big:.4f}s on {4 * n:,}"
 
 
@@ -61,7 +66,8 @@ def test_type_cues_are_linear_on_blank_lines(line: str) -> None:
     assert small < 0.5, f"{small:.3f}s on 5,000 blank lines"
     big = seconds(classify, line * 10_000)
     assert big <= max(3 * small, NOISE_SECONDS), f"{small:.4f}s on 5,000 lines, {big:.4f}s on 10,000"
-    assert_linear(classify, lambda n: line * n, 20_000, small_bound=1.0)
+    # Under doctype.CUE_CHARS, so that the cap does not shorten the larger input.
+    assert_linear(classify, lambda n: line * n, 12_000, small_bound=1.0)
 
 
 def test_line_anchored_cues_still_find_indented_lines_after_blank_ones() -> None:
