@@ -70,10 +70,14 @@ def finish(doc: PlannedDocument, parts: list[PagesRead], settings: Settings) -> 
     pages = sorted((page for part in parts for page in part.pages), key=lambda p: p.number)
     text, page_starts = _join_pages(pages)
     with timer.stage("nlp"):
-        analysis = nlp.analyze(text, page_starts)
+        analysis = nlp.analyze(text, page_starts, settings.nlp_max_chars)
     with timer.stage("validate"):
         quality = validate.assess_quality(
-            pages, analysis.entities, analysis.document_type, settings.min_confidence
+            pages,
+            analysis.entities,
+            analysis.document_type,
+            settings.min_confidence,
+            nlp_truncated=analysis.truncated,
         )
     timer.seconds["total"] = sum(timer.seconds.values())
     return DocumentResult(
