@@ -56,7 +56,11 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 COPY src ./src
 COPY flows ./flows
-RUN uv pip install --python /opt/venv/bin/python --no-deps . \
+# Building the project fetches its build backend (hatchling) from the index: the same CA secret applies.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi; \
+    uv pip install --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/python -c "import docproc, flows"
 
 FROM ${PYTHON_IMAGE} AS runtime

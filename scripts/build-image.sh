@@ -17,9 +17,11 @@ cd "$(dirname "$0")/.."
 
 TAG="${1:-docproc:dev}"
 tools_dir="${DOCPROC_TOOLS_DIR:-$HOME/.cache/docproc-tools}"
-export DOCKER_HOST="${DOCKER_HOST:-unix://$tools_dir/docker/docker.sock}" DOCKER_BUILDKIT=1
 docker=/usr/bin/docker
 mkdir -p "$tools_dir/kind"
+# The Docker daemon kind uses (scripts/kind-cluster.sh starts its own when none answers).
+DOCKER_HOST="$(scripts/kind-cluster.sh docker-host)"
+export DOCKER_HOST DOCKER_BUILDKIT=1
 
 if [[ -z "${PYTHON_IMAGE:-}" ]]; then
     if getent hosts registry-1.docker.io >/dev/null 2>&1; then

@@ -47,7 +47,16 @@ export KUBECONFIG="${KUBECONFIG_DOCPROC:-$state/kubeconfig}"
 ln -sf /usr/bin/docker "$dstate/pathbin/docker"
 export PATH="$dstate/pathbin:$PATH"
 own_docker_host="unix://$dstate/docker.sock"
-export DOCKER_HOST="${DOCKER_HOST:-$own_docker_host}"
+# The Docker daemon: DOCKER_HOST if set, else the system's (/var/run/docker.sock) if it answers, else our own.
+if [[ -z "${DOCKER_HOST:-}" ]]; then
+    if [[ ! -S "$dstate/docker.sock" ]] && [[ -S /var/run/docker.sock ]] \
+        && DOCKER_HOST=unix:///var/run/docker.sock timeout 20 docker info >/dev/null 2>&1; then
+        DOCKER_HOST=unix:///var/run/docker.sock
+    else
+        DOCKER_HOST="$own_docker_host"
+    fi
+fi
+export DOCKER_HOST
 export DOCKER_BUILDKIT=1
 
 T0=$(date +%s)
@@ -329,7 +338,20 @@ build_node_image() {
     docker run -d --privileged --name docproc-kindnode-build --entrypoint sleep "$KINDBASE_IMAGE" infinity >/dev/null
     local b
     for b in kubelet kubeadm kubectl; do docker cp "$K8S_BIN/$b" "docproc-kindnode-build:/usr/bin/$b"; done
-    docker exec docproc-kindnode-build bash -c "echo $K8S_VERSION > /kind/version"
+    docker exec docproc-kindnode-build bash -c "echo $K8S_VERSION > /kind/version && mkdir -p /kind/manifests"
+    # kind applies this as the default StorageClass. kind's own is local-path-provisioner, which has no Go
+    # module here: the air-gapped cluster binds PVCs to a pool of node-local volumes instead (pv_pool).
+    docker exec -i docproc-kindnode-build bash -c 'cat > /kind/manifests/default-storage.yaml' <<'EOF'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Retain
+EOF
     docker exec docproc-kindnode-build bash -c 'nohup containerd > /tmp/ctrd.log 2>&1 & echo $! > /tmp/ctrd.pid
         for i in $(seq 1 30); do ctr version >/dev/null 2>&1 && break; sleep 1; done'
     docker save "${imgs[@]}" | docker exec -i docproc-kindnode-build \
@@ -406,6 +428,45 @@ configure_bridge_cni() {
     done <<<"$nodes"
 }
 
+# The air-gapped cluster's volumes: PV_POOL node-local PersistentVolumes per node (class "standard", 50Gi
+# each, nominal), directories world-writable so non-root pods (MinIO, the Prefect server) can write.
+# Released volumes (their claim deleted, e.g. by `helm uninstall`) are wiped and made Available again
+# each time this runs, so repeated installs keep finding free volumes.
+pv_pool() {
+    local per_node="${PV_POOL:-6}" node i name dir phase
+    for node in $("$KUBECTL" get nodes -o jsonpath='{.items[*].metadata.name}'); do
+        for i in $(seq 1 "$per_node"); do
+            name="local-$node-$i"
+            dir="/var/local-volumes/$i"
+            docker exec "$node" bash -c "mkdir -p $dir && chmod 1777 $dir"
+            "$KUBECTL" get pv "$name" >/dev/null 2>&1 && continue
+            "$KUBECTL" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: $name
+  labels: {app.kubernetes.io/managed-by: docproc-kind}
+spec:
+  capacity: {storage: 50Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: standard
+  local: {path: $dir}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$node]}]
+EOF
+        done
+    done
+    while read -r name phase node dir; do
+        [[ "$phase" == Released ]] || continue
+        docker exec "$node" bash -c "rm -rf $dir && mkdir -p $dir && chmod 1777 $dir"
+        "$KUBECTL" patch pv "$name" --type json -p '[{"op": "remove", "path": "/spec/claimRef"}]' >/dev/null
+        log "volume $name recycled"
+    done < <("$KUBECTL" get pv -l app.kubernetes.io/managed-by=docproc-kind -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]} {.spec.local.path}{"\n"}{end}')
+}
+
 airgap_config() {
     local cfg="$state/kind-config-airgap.yaml"
     # k8s/kind/cluster.yaml's nodes, with the air-gapped node image and our CNI.
@@ -443,7 +504,10 @@ up() {
     fi
     timed "nodes Ready" "$KUBECTL" wait --for=condition=Ready nodes --all --timeout=300s >/dev/null
     timed "kube-system Ready" "$KUBECTL" wait -n kube-system --for=condition=Ready pods --all --timeout=300s >/dev/null
-    [[ "$SOURCE" == airgap ]] && load "$DEBIAN_IMAGE" "$MINIO_IMAGE" "$METRICS_SERVER_IMAGE"
+    if [[ "$SOURCE" == airgap ]]; then
+        pv_pool
+        load "$DEBIAN_IMAGE" "$MINIO_IMAGE" "$METRICS_SERVER_IMAGE"
+    fi
     "$KUBECTL" get nodes -o wide >&2
     log "cluster $CLUSTER up; KUBECONFIG=$KUBECONFIG kubectl=$KUBECTL"
 }
@@ -473,7 +537,8 @@ case "${1:-}" in
     load) shift; load "$@" ;;
     images) tool_paths; start_dockerd; airgap_images ;;
     base) start_dockerd; build_debian_image; build_python_image ;;   # what needs no Go build
-    dockerd) start_dockerd; guard_rules ;;
+    dockerd) start_dockerd ;;
+    docker-host) start_dockerd; echo "$DOCKER_HOST" ;;   # the daemon the other scripts should use
     env)
         tool_paths
         echo "export DOCKER_HOST=$DOCKER_HOST KUBECONFIG=$KUBECONFIG PATH=$dstate/pathbin:\$PATH"
