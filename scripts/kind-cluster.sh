@@ -512,12 +512,15 @@ up() {
     log "cluster $CLUSTER up; KUBECONFIG=$KUBECONFIG kubectl=$KUBECTL"
 }
 
+# Into the worker nodes only, where there are any: the control-plane node keeps its NoSchedule taint,
+# so no docproc pod runs there (the docproc image is ~7 GB; every node it skips saves minutes).
 load() {
     [[ -n "${KIND:-}" ]] || tool_paths
-    local s
+    local s workers
     s=$(date +%s)
-    "$KIND" load docker-image --name "$CLUSTER" "$@" >/dev/null
-    log "kind load $*: $(( $(date +%s) - s ))s"
+    workers=$("$KIND" get nodes --name "$CLUSTER" 2>/dev/null | grep -v -- '-control-plane$' | paste -sd, -)
+    "$KIND" load docker-image --name "$CLUSTER" ${workers:+--nodes "$workers"} "$@" >/dev/null
+    log "kind load $* (nodes: ${workers:-all}): $(( $(date +%s) - s ))s"
 }
 
 down() {
