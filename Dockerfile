@@ -60,6 +60,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM build AS project
 COPY src ./src
 COPY flows ./flows
+COPY prefect.yaml ./
 # Building the project fetches its build backend (hatchling) from the index: the same CA secret applies.
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=ca-certificates \
@@ -86,7 +87,8 @@ RUN apt-get update \
     && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
 COPY --from=build /opt/venv /opt/venv
 COPY --from=project /out/ /
-COPY flows /app/flows
+# The flows are imported from the installed package (prefect.yaml's entrypoints are module paths);
+# /app is only the working directory, with nothing in it to shadow the package.
 WORKDIR /app
 # Every writable path is under /tmp (an emptyDir in the chart) so the root filesystem can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -43,10 +43,15 @@ secret=()
 [[ -s "$CA_BUNDLE" ]] && secret=(--secret "id=ca-certificates,src=$CA_BUNDLE")
 
 echo "build-image: $TAG from PYTHON_IMAGE=$PYTHON_IMAGE TORCH_INDEX_URL=${TORCH_INDEX_URL:-<PyPI, as locked>}" >&2
+old_id=$("$docker" image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 start=$(date +%s)
 "$docker" build --progress=plain -t "$TAG" \
     --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" \
     "${secret[@]}" . >"$tools_dir/kind/image-build.log" 2>&1 \
     || { tail -40 "$tools_dir/kind/image-build.log" >&2; echo "build-image: docker build failed (log: $tools_dir/kind/image-build.log)" >&2; exit 1; }
 size=$("$docker" image inspect -f '{{.Size}}' "$TAG")
+# The image this build replaced: gone unless a container or another tag still uses it (disk: ~7 GB each).
+if [[ -n "$old_id" && "$old_id" != "$("$docker" image inspect -f '{{.Id}}' "$TAG")" ]]; then
+    "$docker" rmi "$old_id" >/dev/null 2>&1 || true
+fi
 echo "build-image: $TAG built in $(( $(date +%s) - start ))s, $(( size / 1024 / 1024 )) MiB" >&2
