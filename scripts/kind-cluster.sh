@@ -366,10 +366,9 @@ EOF
 # Images the chart and the e2e need that have no registry here: MinIO (from the Go-built binary of
 # scripts/tools/minio.sh) and metrics-server (from scripts/tools/kind.sh).
 build_extra_images() {
-    local ctx="$state/ctx-extra" minio_bin minio_version ms_version
-    minio_bin="$(bash scripts/tools/minio.sh 2>/dev/null | awk '$1 == "minio" {print $2}' | tail -1)"
-    [[ -x "$minio_bin" ]] || minio_bin="$(ls -d "$tools_dir"/minio-*/bin/minio 2>/dev/null | tail -1)"
-    [[ -x "$minio_bin" ]] || { log "MinIO binary missing: run scripts/tools/minio.sh"; exit 1; }
+    local base="$1" ctx="$state/ctx-extra" minio_bin minio_version ms_version
+    minio_bin="$(bash scripts/tools/minio.sh 2>/dev/null | tail -1)"   # its last line is the binary's path
+    [[ -x "$minio_bin" ]] || { log "MinIO binary missing: scripts/tools/minio.sh failed"; exit 1; }
     minio_version="$(basename "$(dirname "$(dirname "$minio_bin")")")"; minio_version="${minio_version#minio-}"
     ms_version="$(basename "$(dirname "$(dirname "$METRICS_SERVER")")")"; ms_version="${ms_version#metrics-server-}"
     MINIO_IMAGE="docproc.local/minio:$minio_version"
@@ -377,7 +376,7 @@ build_extra_images() {
     rm -rf "$ctx" && mkdir -p "$ctx"
     if ! image_exists "$MINIO_IMAGE"; then
         cp "$minio_bin" "$ctx/minio"
-        printf 'FROM %s\nCOPY minio /usr/bin/minio\nUSER 1000:1000\nENTRYPOINT ["/usr/bin/minio"]\n' "$DEBIAN_IMAGE" >"$ctx/Dockerfile.minio"
+        printf 'FROM %s\nCOPY minio /usr/bin/minio\nUSER 1000:1000\nENTRYPOINT ["/usr/bin/minio"]\n' "$base" >"$ctx/Dockerfile.minio"
         timed "build $MINIO_IMAGE" docker build -q -f "$ctx/Dockerfile.minio" -t "$MINIO_IMAGE" "$ctx" >/dev/null
     fi
     if ! image_exists "$METRICS_SERVER_IMAGE"; then
@@ -392,7 +391,7 @@ airgap_images() {
     build_python_image
     build_kindbase_image
     build_node_image
-    build_extra_images
+    build_extra_images "$DEBIAN_IMAGE"
 }
 
 # ------------------------------------------------------------------------------------------- cluster
@@ -504,9 +503,13 @@ up() {
     fi
     timed "nodes Ready" "$KUBECTL" wait --for=condition=Ready nodes --all --timeout=300s >/dev/null
     timed "kube-system Ready" "$KUBECTL" wait -n kube-system --for=condition=Ready pods --all --timeout=300s >/dev/null
+    # values-kind.yaml names these on both paths: MinIO and metrics-server from their Go builds.
     if [[ "$SOURCE" == airgap ]]; then
         pv_pool
         load "$DEBIAN_IMAGE" "$MINIO_IMAGE" "$METRICS_SERVER_IMAGE"
+    else
+        build_extra_images debian:bookworm-slim
+        load "$MINIO_IMAGE" "$METRICS_SERVER_IMAGE"
     fi
     "$KUBECTL" get nodes -o wide >&2
     log "cluster $CLUSTER up; KUBECONFIG=$KUBECONFIG kubectl=$KUBECTL"
