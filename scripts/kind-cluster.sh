@@ -171,7 +171,13 @@ guard_rules() {
         # shellcheck disable=SC2086
         iptables -C DOCKER-USER $rule 2>/dev/null || iptables -I DOCKER-USER $rule
     done
-    # ... except the host's own DNS resolvers (build containers on the default bridge use them directly).
+    # Traffic between our containers (kind nodes: pod-to-pod across nodes) is bridged on dockerd's own
+    # bridges and never leaves them; with br_netfilter it still passes FORWARD, so it goes first.
+    local br
+    for br in "br-+" docker0; do
+        iptables -C DOCKER-USER -i "$br" -o "$br" -j RETURN 2>/dev/null || iptables -I DOCKER-USER -i "$br" -o "$br" -j RETURN
+    done
+    # ... and the host's own DNS resolvers (build containers on the default bridge use them directly).
     local ns proto
     for ns in $(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ && $2 !~ /^127\./ {print $2}' /etc/resolv.conf); do
         for proto in udp tcp; do
@@ -432,8 +438,10 @@ configure_bridge_cni() {
 # Released volumes (their claim deleted, e.g. by `helm uninstall`) are wiped and made Available again
 # each time this runs, so repeated installs keep finding free volumes.
 pv_pool() {
-    local per_node="${PV_POOL:-6}" node i name dir phase
-    for node in $("$KUBECTL" get nodes -o jsonpath='{.items[*].metadata.name}'); do
+    local per_node="${PV_POOL:-6}" node i name dir phase nodes
+    # Nodes pods can run on: the control-plane node keeps its NoSchedule taint when there are workers.
+    nodes=$("$KUBECTL" get nodes -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.taints[*].effect}{"\n"}{end}' | awk '$2 != "NoSchedule" {print $1}')
+    for node in $nodes; do
         for i in $(seq 1 "$per_node"); do
             name="local-$node-$i"
             dir="/var/local-volumes/$i"
@@ -517,13 +525,29 @@ up() {
 
 # Into the worker nodes only, where there are any: the control-plane node keeps its NoSchedule taint,
 # so no docproc pod runs there (the docproc image is ~7 GB; every node it skips saves minutes).
+# What `kind load docker-image` does, streamed: `kind load` first writes a `docker save` tar to /tmp
+# (7 GB for the docproc image) and then imports it, which needs the image's size in free disk once more.
+# An image already in a node with the same ID is skipped, as kind does.
 load() {
     [[ -n "${KIND:-}" ]] || tool_paths
-    local s workers
+    local s nodes node image id todo
     s=$(date +%s)
-    workers=$("$KIND" get nodes --name "$CLUSTER" 2>/dev/null | grep -v -- '-control-plane$' | paste -sd, -)
-    "$KIND" load docker-image --name "$CLUSTER" ${workers:+--nodes "$workers"} "$@" >/dev/null
-    log "kind load $* (nodes: ${workers:-all}): $(( $(date +%s) - s ))s"
+    nodes=$("$KIND" get nodes --name "$CLUSTER" 2>/dev/null | grep -v -- '-control-plane$' || true)
+    [[ -n "$nodes" ]] || nodes=$("$KIND" get nodes --name "$CLUSTER")
+    for node in $nodes; do
+        todo=()
+        for image in "$@"; do
+            id=$(docker image inspect -f '{{.Id}}' "$image")
+            [[ "$(docker exec "$node" crictl inspecti -o go-template --template '{{.status.id}}' "$image" 2>/dev/null)" == "$id" ]] \
+                || todo+=("$image")
+        done
+        [[ ${#todo[@]} -gt 0 ]] || continue
+        docker save "${todo[@]}" | docker exec -i "$node" \
+            ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
+        # `docker save` of several images leaves "import-<date>@sha256:..." names for their configs: drop them.
+        docker exec "$node" bash -c 'for i in $(ctr -n k8s.io images ls -q | grep "^import-"); do ctr -n k8s.io images rm "$i" >/dev/null; done'
+    done
+    log "loaded $* into $(echo "$nodes" | paste -sd, -): $(( $(date +%s) - s ))s"
 }
 
 down() {
