@@ -542,6 +542,14 @@ load() {
                 || todo+=("$image")
         done
         [[ ${#todo[@]} -gt 0 ]] || continue
+        # A node holds an image twice (content blobs + unpacked snapshot): refuse rather than fill the disk.
+        local need avail
+        need=$(docker image inspect -f '{{.Size}}' "${todo[@]}" | awk '{s += $1} END {printf "%d", 2 * s / 1048576 + 2048}')
+        avail=$(df -Pm "$dstate" | awk 'NR == 2 {print $4}')
+        if (( avail < need )); then
+            log "not loading ${todo[*]} into $node: needs ~${need} MiB of disk, ${avail} MiB free (docker image prune / builder prune?)"
+            exit 1
+        fi
         docker save "${todo[@]}" | docker exec -i "$node" \
             ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
         # `docker save` of several images leaves "import-<date>@sha256:..." names for their configs: drop them.
@@ -554,6 +562,9 @@ down() {
     [[ -n "${KIND:-}" ]] || tool_paths
     if docker_ok && cluster_exists; then
         timed "kind delete cluster" "$KIND" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
+    fi
+    if docker_ok; then
+        docker image prune -f >/dev/null 2>&1 || true   # images replaced by rebuilds: gone, the cache stays bounded
     fi
     if [[ "$DOCKER_HOST" == "$own_docker_host" ]]; then
         stop_dockerd
