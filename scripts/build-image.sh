@@ -56,7 +56,7 @@ if [[ -n "$old_id" && "$old_id" != "$("$docker" image inspect -f '{{.Id}}' "$TAG
 fi
 # uv's download cache (a BuildKit cache mount, ~6.5 GB of wheels with the CUDA torch) only speeds up a
 # rebuild after uv.lock changes; the dependency layer itself stays cached. Disk matters more here.
-# The rest of the build cache is capped at what a warm rebuild needs (the ~7 GB dependency layer, most recent).
+# The rest of the build cache (the ~7 GB dependency layer a warm rebuild needs) stays: `--keep-storage`
+# was tried and emptied it all with Docker 20.10.
 "$docker" builder prune -f --filter type=exec.cachemount >/dev/null 2>&1 || true
-"$docker" builder prune -f --keep-storage 10GB >/dev/null 2>&1 || true
 echo "build-image: $TAG built in $(( $(date +%s) - start ))s, $(( size / 1024 / 1024 )) MiB" >&2
