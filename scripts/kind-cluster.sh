@@ -564,7 +564,10 @@ down() {
         timed "kind delete cluster" "$KIND" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
     fi
     if docker_ok; then
-        docker image prune -f >/dev/null 2>&1 || true   # images replaced by rebuilds: gone, the cache stays bounded
+        # Images replaced by rebuilds, and build cache nobody used for 3 days (an old uv.lock's dependency layer):
+        # gone, so the cache stays bounded across runs; what a warm re-run needs stays.
+        docker image prune -f >/dev/null 2>&1 || true
+        docker builder prune -f --filter until=72h >/dev/null 2>&1 || true
     fi
     if [[ "$DOCKER_HOST" == "$own_docker_host" ]]; then
         stop_dockerd
