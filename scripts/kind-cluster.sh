@@ -420,9 +420,9 @@ cluster_exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
 # The air-gapped cluster's CNI: Debian's bridge plugin on every node with the node's podCIDR, and a
 # route on every node to every other node's podCIDR (what kindnetd does, minus NetworkPolicy).
 configure_bridge_cni() {
-    local nodes node cidr ip other ocidr oip conf
+    local nodes node cidr other ocidr oip conf
     nodes=$("$KUBECTL" get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')
-    while read -r node cidr ip; do
+    while read -r node cidr _; do
         [[ -n "$cidr" ]] || { log "node $node has no podCIDR"; exit 1; }
         conf='{"cniVersion":"0.4.0","name":"docproc-bridge","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,"hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"'"$cidr"'"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}'
         echo "$conf" | docker exec -i "$node" bash -c 'mkdir -p /etc/cni/net.d && cat > /etc/cni/net.d/10-docproc-bridge.conflist'

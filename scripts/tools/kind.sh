@@ -55,12 +55,12 @@ install_debs() {
         log "Debian packages missing; run as root or: apt-get install $DEB_PACKAGES"
         exit 1
     fi
-    local start attempt
+    local start
     start=$(date +%s)
     apt-get -o DPkg::Lock::Timeout=300 update >/dev/null
     # Debian's docker images clean /var/cache/apt/archives after every dpkg run, so a concurrent apt-get
     # can delete our freshly downloaded .debs ("failed to read archive"): retry a bounded number of times.
-    for attempt in 1 2 3; do
+    for _ in 1 2 3; do
         # shellcheck disable=SC2086
         if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
             --no-install-recommends $DEB_PACKAGES >"$tools_dir/.apt-kind.log" 2>&1; then
