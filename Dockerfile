@@ -19,7 +19,20 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# The runtime's system part first: the dependency stage below builds on it, and the runtime is that
+# stage plus the project, so the ~7 GB dependency layer is stored once, shared by the build cache and the
+# image (a `COPY --from` of the venv would store it twice).
+FROM ${PYTHON_IMAGE} AS base
+ARG UID=10001
+# opencv-python-headless bundles its libraries, so tini is the only system package.
+# tini reaps the OCR subprocesses and forwards SIGTERM so `dask worker` and Prefect shut down cleanly.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.* \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid "${UID}" docproc \
+    && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
+
+FROM base AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG UV_VERSION=0.13.8
 # CPU-only torch from the PyTorch index keeps the image ~2 GB smaller than the CUDA wheels on PyPI.
@@ -52,7 +65,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
             "${torch}+cpu" "${torchvision}+cpu"; \
     else \
         uv pip install --python /opt/venv/bin/python -r /tmp/locked.txt; \
-    fi
+    fi; \
+    rm -f /tmp/locked.txt /tmp/rest.txt
 
 # The project in a stage of its own: the runtime copies the dependencies' venv (~7 GB with the CUDA
 # torch from PyPI) as one layer that stays cached until uv.lock changes, and the project's few files on top,
@@ -73,19 +87,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     cp -a "${site}"/docproc "${site}"/flows "${site}"/docproc-*.dist-info "/out${site}/"; \
     cp -a /opt/venv/bin/docproc /out/opt/venv/bin/
 
-FROM ${PYTHON_IMAGE} AS runtime
-ARG UID=10001
+FROM build AS runtime
 LABEL org.opencontainers.image.title="docproc" \
       org.opencontainers.image.description="Document processing: OCR, NLP and validated fields, orchestrated by Prefect and Dask" \
       org.opencontainers.image.licenses="Apache-2.0"
-# opencv-python-headless bundles its libraries, so tini is the only system package.
-# tini reaps the OCR subprocesses and forwards SIGTERM so `dask worker` and Prefect shut down cleanly.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.* \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --gid "${UID}" docproc \
-    && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
-COPY --from=build /opt/venv /opt/venv
 COPY --from=project /out/ /
 # The flows are imported from the installed package (prefect.yaml's entrypoints are module paths);
 # /app is only the working directory, with nothing in it to shadow the package.
