@@ -70,7 +70,8 @@ timed() {  # timed LABEL CMD...: run CMD, log how long it took
 }
 
 tool_paths() {
-    local line
+    local line out
+    out="$(bash scripts/tools/kind.sh)"   # fails the script when a tool cannot be installed
     while read -r line; do
         case "$line" in
             "kind "*) KIND="${line#kind }" ;;
@@ -81,7 +82,7 @@ tool_paths() {
             "pause "*) PAUSE="${line#pause }" ;;
             "metrics-server "*) METRICS_SERVER="${line#metrics-server }" ;;
         esac
-    done < <(bash scripts/tools/kind.sh)
+    done <<<"$out"
 }
 
 docker_ok() { docker info >/dev/null 2>&1; }
@@ -211,7 +212,7 @@ restore_host_network() {
     for t in filter nat mangle raw; do
         iptables-save -t "$t" 2>/dev/null | grep '^-A' \
             | grep -E 'DOCKER|docker0|br-[0-9a-f]{12}|10\.200\.0\.0/15|10\.201\.|10\.200\.' | sed 's/^-A/-D/' \
-            | while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null || true; done
+            | while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null || true; done || true   # no match: fine
         for chain in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do
             iptables -t "$t" -F "$chain" 2>/dev/null && iptables -t "$t" -X "$chain" 2>/dev/null || true
         done
