@@ -48,8 +48,9 @@ RUN --mount=type=secret,id=ca-certificates \
     pip install "uv==${UV_VERSION}"
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when the lock changes.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first: this layer is rebuilt only when pyproject.toml or the lock changes (not README.md:
+# the project stage copies that).
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=ca-certificates \
     set -eu; \
@@ -72,9 +73,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # torch from PyPI) as one layer that stays cached until uv.lock changes, and the project's few files on top,
 # so a code change rebuilds and reloads megabytes, not gigabytes.
 FROM build AS project
+COPY README.md prefect.yaml ./
 COPY src ./src
 COPY flows ./flows
-COPY prefect.yaml ./
 # Building the project fetches its build backend (hatchling) from the index: the same CA secret applies.
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=ca-certificates \
