@@ -556,6 +556,11 @@ load() {
                 || todo+=("$image")
         done
         [[ ${#todo[@]} -gt 0 ]] || continue
+        # The node's previous build of these names goes first (containerd frees what no container uses),
+        # so a reload never holds two ~7 GB docproc images at once.
+        for image in "${todo[@]}"; do
+            docker exec "$node" ctr -n k8s.io images rm "$(normalize_ref "$image")" >/dev/null 2>&1 || true
+        done
         # A node holds an image twice (content blobs + unpacked snapshot): refuse rather than fill the disk.
         local need avail
         need=$(docker image inspect -f '{{.Size}}' "${todo[@]}" | awk '{s += $1} END {printf "%d", 2 * s / 1048576 + 2048}')
