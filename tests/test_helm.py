@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from docproc.queues import QUEUES, WORK_POOL_NAME
 from docproc.settings import Settings
-from tests.fixtures.helm import CHART, KUBE_VERSIONS, Chart, HelmError, Manifest, k8s_errors
+from tests.fixtures.helm import CHART, KUBE_VERSIONS, Chart, HelmError, K8sTools, Manifest, k8s_errors
 
 VALUES_FILES: dict[str, tuple[str, ...]] = {
     "default": (),
@@ -87,6 +88,51 @@ def test_helm_lint_strict(chart: Chart, name: str) -> None:
     proc = chart.lint(VALUES_FILES[name])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
+
+
+def test_both_helm_majors(k8s_tools: K8sTools) -> None:
+    """The chart tests really run Helm 3 and Helm 4 (each `chart` test runs once per binary)."""
+    majors = {}
+    for name, helm in k8s_tools.helms().items():
+        proc = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        majors[name] = proc.stdout.strip().split(".")[0]
+    assert majors == {"helm3": "v3", "helm4": "v4"}
+
+
+def _pool_queues(objs: list[Manifest]) -> dict[str, Any]:
+    queues: dict[str, Any] = pool_config(objs)["queues.json"]
+    return queues
+
+
+def _job_watch_default(objs: list[Manifest]) -> Any:
+    props = pool_config(objs)["base-job-template.json"]["variables"]["properties"]
+    return props["job_watch_timeout_seconds"]["default"]
+
+
+def test_null_means_unlimited_under_both_helms(chart: Chart) -> None:
+    """Helm 4 drops null values before validating the schema, Helm 3 keeps them: "unlimited"
+    (concurrencyLimit) and "forever" (jobWatchTimeoutSeconds) are null or absent, never required,
+    and reach the pool as null either way."""
+    objs = chart.render()
+    assert _pool_queues(objs)["critical"] == {"priority": 1, "concurrency_limit": None}
+    assert _job_watch_default(objs) is None
+    # A user's null removes a default limit: unlimited, under both majors.
+    objs = chart.render(
+        **{"queues.standard.concurrencyLimit": None, "worker.jobTemplate.jobWatchTimeoutSeconds": None}
+    )
+    assert _pool_queues(objs)["standard"]["concurrency_limit"] is None
+    assert _job_watch_default(objs) is None
+    objs = chart.render(
+        **{"queues.critical.concurrencyLimit": 3, "worker.jobTemplate.jobWatchTimeoutSeconds": 7200}
+    )
+    assert _pool_queues(objs)["critical"]["concurrency_limit"] == 3
+    assert _job_watch_default(objs) == 7200
+
+
+@pytest.mark.parametrize("name", [n for n in VALUES_FILES if n != "default"])
+def test_example_values_keep_unlimited_critical_queue(chart: Chart, name: str) -> None:
+    assert _pool_queues(chart.render(VALUES_FILES[name]))["critical"]["concurrency_limit"] is None
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -573,6 +619,23 @@ BAD_VALUES = [
         "podWatchTimeoutSeconds': minimum: got 60, want 300",
     ),
     ("setting", {"settings": {"dpii": 300}}, "invalid propertyName 'dpii'"),
+    (
+        "limit-typo",
+        {"queues.critical.concurrencyLimitt": 3},
+        "at '/queues/critical': additional properties 'concurrencyLimitt'",
+    ),
+    ("limit-negative", {"queues.bulk.concurrencyLimit": -1}, "/queues/bulk/concurrencyLimit"),
+    ("limit-word", {"queues.critical.concurrencyLimit": "unlimited"}, "/queues/critical/concurrencyLimit"),
+    (
+        "job-watch-typo",
+        {"worker.jobTemplate.jobWatchTimeoutSecs": 60},
+        "at '/worker/jobTemplate': additional properties 'jobWatchTimeoutSecs'",
+    ),
+    (
+        "job-watch-zero",
+        {"worker.jobTemplate.jobWatchTimeoutSeconds": 0},
+        "/worker/jobTemplate/jobWatchTimeoutSeconds",
+    ),
     (
         "limits",
         {"queues.bulk.resources.limits": None},

@@ -112,9 +112,9 @@ def _subcommand(args: list[str]) -> list[str]:
     return words
 
 
-def test_image_commands_exist(chart: Chart) -> None:
+def test_image_commands_exist(chart4: Chart) -> None:
     """Each container's command and every option it passes are in that command's --help."""
-    commands = _image_commands(chart)
+    commands = _image_commands(chart4)
     assert {" ".join(_subcommand(a)) for a in commands.values()} >= {
         "prefect server start",
         "prefect worker start",
@@ -194,13 +194,13 @@ def _dask_worker(address: str, name: str, tmp_path: Path) -> subprocess.Popen[by
 
 
 def test_dask_worker_prestop_retires_without_losing_results(
-    chart: Chart, dask_scheduler: str, tmp_path: Path
+    chart4: Chart, dask_scheduler: str, tmp_path: Path
 ) -> None:
     from distributed import Client
 
     pod = next(
         o
-        for o in chart.render()
+        for o in chart4.render()
         if o["metadata"]["name"] == "docproc-dask-worker" and o["kind"] == "Deployment"
     )["spec"]["template"]
     pre_stop = pod["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
@@ -231,9 +231,9 @@ def test_dask_worker_prestop_retires_without_losing_results(
                 w.wait(timeout=30)
 
 
-def test_configure_pool_script(chart: Chart, prefect_api: PrefectServer, tmp_path: Path) -> None:
+def test_configure_pool_script(chart4: Chart, prefect_api: PrefectServer, tmp_path: Path) -> None:
     """files/configure_pool.py against a real Prefect server, after a stand-in for `docproc pool apply`."""
-    objs = chart.render()
+    objs = chart4.render()
     data = next(o for o in objs if o["kind"] == "ConfigMap")["data"]
     for name, text in data.items():
         (tmp_path / name).write_text(text)
