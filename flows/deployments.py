@@ -49,7 +49,12 @@ from docproc.queues import QUEUES, WORK_POOL_NAME, Priority, QueueSpec, queue_fo
 
 logger = logging.getLogger(__name__)
 
-PROJECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
+_FLOWS_DIR = Path(__file__).resolve().parent
+# The repository's prefect.yaml; an installed wheel (the image) has its copy inside flows/.
+PROJECT_FILE = next(
+    (p for p in (_FLOWS_DIR / "prefect.yaml", _FLOWS_DIR.parent / "prefect.yaml") if p.is_file()),
+    _FLOWS_DIR.parent / "prefect.yaml",
+)
 PROCESS_FLOW_NAME = "process-documents"
 PoolType = Literal["kubernetes", "process"]
 # The pool's own default queue is not used by docproc's deployments; it goes last so it can
