@@ -513,7 +513,9 @@ def wait_run(
 
     def diag() -> str:
         run = prefect.read_flow_run(run_id)
-        return f"run state {run.state}\n" + kube.diagnostics(f"prefect.io/flow-run-id={run_id}")
+        jobs = kube.get("jobs", "-l", f"prefect.io/flow-run-id={run_id}")["items"]
+        selector = ",".join(f"batch.kubernetes.io/job-name={j['metadata']['name']}" for j in jobs[:1])
+        return f"run state {run.state}\n" + kube.diagnostics(selector or "app.kubernetes.io/component=worker")
 
     run = wait_for(f"flow run {run_id} to finish", final, timeout=timeout, interval=5, diagnostics=diag)
     if run.state is None or not run.state.is_completed():
@@ -792,7 +794,8 @@ def test_critical_and_bulk_runs_on_the_kubernetes_worker_and_dask(
     after = _batch_tasks_done(dask_scheduler_prefixes(kube))
     assert after > before, f"the Dask scheduler saw no new batch tasks ({before} -> {after})"
     for queue, run_id in runs.items():
-        pods = kube.pods(f"prefect.io/flow-run-id={run_id}")
+        job_name = flow_run_job(kube, run_id)["metadata"]["name"]
+        pods = kube.pods(f"batch.kubernetes.io/job-name={job_name}")
         assert pods, f"no pod for the {queue} run"
         log = kube.logs(pods[0]["metadata"]["name"], tail=400)
         assert f"tcp://{RELEASE}-dask-scheduler:8786" in log, f"{queue} run log:\n{log[-3000:]}"
