@@ -516,6 +516,14 @@ def test_dask_workers_scale_and_retire_gracefully(chart: Chart) -> None:
     container = pod["containers"][0]
     assert container["args"][:3] == ["dask", "worker", "tcp://docproc-dask-scheduler:8786"]
     assert "docproc.dask_preload" in container["args"]
+    # Dask's "auto" memory limit divides the pod's limit by the node's cores over --nthreads:
+    # the worker gets the container's whole limit instead (found on the kind cluster).
+    assert container["args"][container["args"].index("--memory-limit") + 1] == "$(DASK_MEMORY_LIMIT)"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DASK_MEMORY_LIMIT"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "worker",
+        "resource": "limits.memory",
+    }
     assert "retire_workers" in container["lifecycle"]["preStop"]["exec"]["command"][-1]
     pdb = by_kind(objs, "PodDisruptionBudget")["docproc-dask-worker"]["spec"]
     assert pdb["maxUnavailable"] == v["podDisruptionBudget"]["maxUnavailable"]
