@@ -387,23 +387,68 @@ class Endpoints:
     s3: str
 
 
+class PortForwards:
+    """`kubectl port-forward` to services on fixed local ports, restarted when one dies.
+
+    kubectl ends a port-forward for good on the first broken stream ("lost connection to pod",
+    seen on kind when the server reset one connection): a watchdog thread starts it again on the
+    same port, so the test's clients never notice. Processes are stopped by their PIDs.
+    """
+
+    def __init__(self, kube: Kube, logs: Path, targets: dict[str, int]) -> None:
+        self.kube = kube
+        self.logs = logs
+        self.ports = {service: _free_port() for service in targets}
+        self.targets = targets
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        for service in targets:
+            self._start(service)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _start(self, service: str) -> None:
+        log = (self.logs / f"{service}.log").open("ab")
+        cmd = [str(self.kube.kubectl), "--kubeconfig", self.kube.kubeconfig, "-n", NAMESPACE, "port-forward"]
+        cmd += [f"svc/{service}", f"{self.ports[service]}:{self.targets[service]}", "--address", "127.0.0.1"]
+        self.procs[service] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1):
+            with self._lock:
+                for service, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        self.restarts += 1
+                        self._start(service)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logs.iterdir())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            for proc in self.procs.values():
+                proc.terminate()
+            for proc in self.procs.values():
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def endpoints(
     kube: Kube, release: HpaMonitor, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Endpoints]:
-    """Port-forwards to the Prefect server (API and UI) and MinIO; stopped by their PIDs."""
-    logs = tmp_path_factory.mktemp("port-forward")
-    procs: list[subprocess.Popen[bytes]] = []
-    ports = {}
-    for service, target in ((f"{RELEASE}-server", 4200), (f"{RELEASE}-minio", 9000)):
-        port = _free_port()
-        log = (logs / f"{service}.log").open("wb")
-        cmd = [str(kube.kubectl), "--kubeconfig", kube.kubeconfig, "-n", NAMESPACE]
-        cmd += ["port-forward", f"svc/{service}", f"{port}:{target}", "--address", "127.0.0.1"]
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        ports[service] = port
+    """Port-forwards to the Prefect server (API and UI) and MinIO, kept alive by a watchdog."""
+    server, minio = f"{RELEASE}-server", f"{RELEASE}-minio"
+    forwards = PortForwards(kube, tmp_path_factory.mktemp("port-forward"), {server: 4200, minio: 9000})
     ep = Endpoints(
-        prefect=f"http://127.0.0.1:{ports[f'{RELEASE}-server']}", s3=f"127.0.0.1:{ports[f'{RELEASE}-minio']}"
+        prefect=f"http://127.0.0.1:{forwards.ports[server]}", s3=f"127.0.0.1:{forwards.ports[minio]}"
     )
 
     def answering() -> bool:
@@ -413,22 +458,11 @@ def endpoints(
 
     try:
         wait_for(
-            "the port-forwards to answer",
-            answering,
-            timeout=60,
-            interval=1,
-            diagnostics=lambda: "\n".join(p.read_text() for p in logs.iterdir()),
+            "the port-forwards to answer", answering, timeout=60, interval=1, diagnostics=forwards.log_text
         )
         yield ep
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        forwards.stop()
 
 
 @pytest.fixture(scope="module")
