@@ -53,11 +53,11 @@ from docproc.queues import QUEUES, WORK_POOL_NAME, Priority, QueueSpec, queue_fo
 
 logger = logging.getLogger(__name__)
 
-_HERE = Path(__file__).resolve().parent
-# The repository's prefect.yaml; an installed docproc (the image) has its copy in this package.
+_FLOWS_DIR = Path(__file__).resolve().parent
+# The repository's prefect.yaml; an installed wheel (the image) has its copy inside flows/.
 PROJECT_FILE = next(
-    (p for p in (_HERE.parent / "prefect.yaml", _HERE / "prefect.yaml") if p.is_file()),
-    _HERE.parent / "prefect.yaml",
+    (p for p in (_FLOWS_DIR / "prefect.yaml", _FLOWS_DIR.parent / "prefect.yaml") if p.is_file()),
+    _FLOWS_DIR.parent / "prefect.yaml",
 )
 PROCESS_FLOW_NAME = "process-documents"
 PoolType = Literal["kubernetes", "process"]

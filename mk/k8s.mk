@@ -8,10 +8,12 @@ HELM4 = $(word 8,$(HELM_TOOLS))
 KIND_CLUSTER ?= docproc
 
 .PHONY: helm-lint k8s-render kind-up image kind-load kind-e2e kind-down kind-test
-helm-lint: ## helm lint --strict on the chart with every values file, hadolint on the Dockerfile
-	$(HELM) lint --strict helm/docproc --kube-version 1.33.0
-	$(HELM) lint --strict helm/docproc --kube-version 1.33.0 -f helm/docproc/values-kind.yaml
-	$(HELM) lint --strict helm/docproc --kube-version 1.33.0 -f helm/docproc/values-production.yaml
+helm-lint: ## helm lint --strict and helm template, Helm 3 and Helm 4, with every values file; hadolint on the Dockerfile
+	@set -e; for helm in $(HELM) $(HELM4); do for values in "" helm/docproc/values-kind.yaml helm/docproc/values-production.yaml; do \
+		echo "$$($$helm version --short) lint --strict + template $${values:-(default values)}"; \
+		$$helm lint --strict helm/docproc --kube-version 1.33.0 $${values:+-f $$values} >/dev/null; \
+		$$helm template docproc helm/docproc -n docproc --kube-version 1.33.0 $${values:+-f $$values} >/dev/null; \
+	done; done
 	$(HADOLINT) Dockerfile
 
 k8s-render: ## regenerate k8s/ (kustomize base and overlays) from the chart
