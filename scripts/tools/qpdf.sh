@@ -5,16 +5,7 @@ set -euo pipefail
 if command -v qpdf >/dev/null 2>&1; then
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "qpdf.sh: qpdf is missing and installing it needs root (apt-get install qpdf)" >&2
-    exit 1
-  fi
-fi
-echo "qpdf.sh: installing qpdf with apt-get" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends qpdf
+# shellcheck source=../lib/apt.sh
+source "$(dirname "$0")/../lib/apt.sh"
+apt_install qpdf.sh qpdf
 command -v qpdf >/dev/null

@@ -19,16 +19,7 @@ done
 if command -v tesseract >/dev/null 2>&1 && [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "tesseract.sh: installing tesseract-ocr ${missing[*]} needs root (apt-get install)" >&2
-    exit 1
-  fi
-fi
-echo "tesseract.sh: installing tesseract-ocr ${missing[*]} with apt-get" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends tesseract-ocr "${missing[@]}"
+# shellcheck source=../lib/apt.sh
+source "$(dirname "$0")/../lib/apt.sh"
+apt_install tesseract.sh tesseract-ocr "${missing[@]}"
 command -v tesseract >/dev/null
