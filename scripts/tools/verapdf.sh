@@ -16,18 +16,9 @@ if [[ -x "$launcher" ]]; then
     exit 0
 fi
 if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then
-            SUDO="sudo"
-        else
-            echo "verapdf.sh: Java and Maven are missing and installing them needs root (apt-get install default-jre-headless maven)" >&2
-            exit 1
-        fi
-    fi
-    echo "verapdf.sh: installing Java and Maven with apt-get" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends default-jre-headless maven >&2
+    # shellcheck source=../lib/apt.sh
+    source "$(dirname "$0")/../lib/apt.sh"
+    apt_install verapdf.sh default-jre-headless maven >&2
 fi
 
 work=$(mktemp -d)
