@@ -16,12 +16,13 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from docproc import jobs, ocr_languages, runtime
+from docproc import ocr_languages, runtime
 from docproc.errors import ConfigurationError
-from docproc.models import DocumentResult, PlannedDocument
+from docproc.models import DocumentResult
 from docproc.ocr import get_engine
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
+from tests.processing import process_one
 from tests.test_ocr import cer
 
 PAGES = {
@@ -102,13 +103,7 @@ def test_language_pack_reads_accents(pages: dict[str, Path], code: str) -> None:
 
 def _process(folder: Path, name: str, settings: Settings) -> DocumentResult:
     src, dst = LocalStorage(folder), LocalStorage(folder / "out")
-    obj = next(o for o in src.iter_objects() if o.key == name)
-    planned = jobs.inspect_object(src, dst, obj, settings)
-    assert isinstance(planned, PlannedDocument), planned
-    outcome = jobs.process_document(src, dst, planned, settings)
-    assert outcome.status == "processed", outcome
-    assert outcome.result_key is not None
-    return DocumentResult.model_validate_json((folder / "out" / outcome.result_key).read_text())
+    return process_one(src, dst, next(o for o in src.iter_objects() if o.key == name), settings)
 
 
 @pytest.mark.parametrize(("code", "word"), [("de", "über"), ("es", "marrón"), ("pt", "cão")])

@@ -16,10 +16,11 @@ import pypdfium2 as pdfium
 import pytest
 from fpdf import FPDF
 
-from docproc import jobs, markdown, outputs
-from docproc.models import DocumentResult, PageResult, PlannedDocument
+from docproc import markdown, outputs
+from docproc.models import DocumentResult, PageResult
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
+from tests.processing import process_one
 
 TESSERACT = Settings(engine="tesseract", languages=("en",), searchable_pdf=False)
 
@@ -95,13 +96,7 @@ def _report_pdf(path: Path) -> Path:
 
 def _process(folder: Path, name: str, settings: Settings) -> tuple[DocumentResult, str]:
     src, dst = LocalStorage(folder / "in"), LocalStorage(folder / "out")
-    obj = next(o for o in src.iter_objects() if o.key == name)
-    planned = jobs.inspect_object(src, dst, obj, settings)
-    assert isinstance(planned, PlannedDocument), planned
-    outcome = jobs.process_document(src, dst, planned, settings)
-    assert outcome.status == "processed", outcome
-    assert outcome.result_key is not None
-    result = DocumentResult.model_validate_json((folder / "out" / outcome.result_key).read_text())
+    result = process_one(src, dst, next(o for o in src.iter_objects() if o.key == name), settings)
     key = outputs.markdown_key(result.id, settings)
     assert key == f"markdown/{result.id}-{result.settings_fingerprint}.md"
     written = (folder / "out" / key).read_text()

@@ -23,10 +23,11 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from docproc import jobs, outputs, searchable_pdf
-from docproc.models import DocumentResult, PlannedDocument
+from docproc import outputs, searchable_pdf
+from docproc.models import DocumentResult
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
+from tests.processing import process_one
 
 SKEW_DEGREES = 4.0
 Point = tuple[float, float]
@@ -53,12 +54,7 @@ def _run(folder: Path, settings: Settings) -> dict[str, Processed]:
     src, dst = LocalStorage(folder / "in"), LocalStorage(folder / "out")
     done = {}
     for obj in src.iter_objects():
-        planned = jobs.inspect_object(src, dst, obj, settings)
-        assert isinstance(planned, PlannedDocument), planned
-        outcome = jobs.process_document(src, dst, planned, settings)
-        assert outcome.status == "processed", outcome
-        assert outcome.result_key is not None
-        result = DocumentResult.model_validate_json((folder / "out" / outcome.result_key).read_text())
+        result = process_one(src, dst, obj, settings)
         done[obj.key] = Processed(
             result=result,
             pdf=folder / "out" / outputs.pdf_key(result.id, settings),
