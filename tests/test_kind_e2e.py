@@ -65,7 +65,10 @@ RELEASE = "docproc"
 SECRET = "docproc-credentials"
 BUCKET = "docproc"
 VALUES_KIND = yaml.safe_load((CHART / "values-kind.yaml").read_text())
-IMAGE = f"{VALUES_KIND['image']['repository']}:{VALUES_KIND['image']['tag']}"
+# scripts/kind-e2e.sh names the image by its per-build alias (dev-<12 hex of the image ID>), so that a
+# release left on the cluster by an earlier run rolls its pods onto a rebuilt image.
+IMAGE_TAG = os.environ.get("DOCPROC_E2E_IMAGE_TAG") or VALUES_KIND["image"]["tag"]
+IMAGE = f"{VALUES_KIND['image']['repository']}:{IMAGE_TAG}"
 # Documents of samples/ that must have a result, and the one that must be quarantined.
 EXPECTED = sorted(p.name for p in SAMPLES.iterdir() if p.name not in ("README.md", "invalid.pdf"))
 QUARANTINED = ["invalid.pdf"]
@@ -348,6 +351,8 @@ def release(
         NAMESPACE,
         "-f",
         str(CHART / "values-kind.yaml"),
+        "--set-string",
+        f"image.tag={IMAGE_TAG}",
         "--wait",
         "--timeout",
         "15m",
