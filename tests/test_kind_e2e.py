@@ -322,41 +322,23 @@ def release(
     start = time.monotonic()
     # Helm 3 and Helm 4 both accept the chart on the live API server (server-side dry run of every
     # values file: schema, templates, and the API server's own validation).
+
+    def upgrade(helm: Path, *args: str) -> list[str]:
+        return [str(helm), "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, *args]
+
     for helm_name, helm in k8s_tools.helms().items():
-        for values in ((), ("values-kind.yaml",), ("values-production.yaml",)):
-            args = [
-                str(helm),
-                "upgrade",
-                "--install",
-                RELEASE,
-                str(CHART),
-                "-n",
-                NAMESPACE,
-                "--dry-run=server",
-            ]
-            for v in values:
-                args += ["-f", str(CHART / v)]
+        for values in (None, "values-kind.yaml", "values-production.yaml"):
+            args = upgrade(helm, "--dry-run=server", *(["-f", str(CHART / values)] if values else []))
             proc = subprocess.run(args, env=helm_env, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, f"{helm_name} dry run {values}: {proc.stderr[-3000:]}"
     timings.add("helm 3 + helm 4 server-side dry runs (3 values files each)", start)
 
     start = time.monotonic()
-    args = [
-        str(k8s_tools.helm4),
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "-f",
-        str(CHART / "values-kind.yaml"),
-        "--set-string",
-        f"image.tag={IMAGE_TAG}",
-        "--wait",
-        "--timeout",
-        "15m",
-    ]
+    args = upgrade(
+        k8s_tools.helm4,
+        *("-f", str(CHART / "values-kind.yaml"), "--set-string", f"image.tag={IMAGE_TAG}"),
+        *("--wait", "--timeout", "15m"),
+    )
     proc = subprocess.run(args, env=helm_env, capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:
         pytest.fail(f"helm 4 install failed: {proc.stderr[-3000:]}\n{kube.diagnostics()}")
