@@ -24,6 +24,7 @@ from docproc import imaging
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
 from docproc.settings import Settings
+from tests.documents import MULTILINGUAL_LINES, multilingual_pdf
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,6 +97,50 @@ def tesseract_engine(tesseract_settings: Settings) -> OcrEngine:
 @pytest.fixture(scope="session")
 def phototest_text(corpus: Path) -> str:
     return (corpus / "phototest.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def multilingual_page(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """The generated multilingual page (tests/documents.py) rendered at 300 dpi: the text part."""
+    import pypdfium2
+
+    path = multilingual_pdf(tmp_path_factory.mktemp("multilingual") / "multilingual.pdf")
+    document = pypdfium2.PdfDocument(str(path))
+    try:
+        image = document[0].render(scale=300 / 72).to_pil().convert("L")
+    finally:
+        document.close()
+    return np.asarray(image.crop((0, 0, image.width, image.height // 3)))
+
+
+MULTILINGUAL_TEXT = "\n".join(MULTILINGUAL_LINES)
+
+
+def _check_two_columns(engine: OcrEngine, settings: Settings, corpus: Path) -> None:
+    """linn.png: at least 95% of the reference words, title, left column, right column, footer."""
+    with Image.open(corpus / "linn.png") as image:
+        prepared = imaging.prepare_page(image, settings, engine)
+    assert prepared.rotation == 0
+    page = engine.read(prepared.image)
+    _check_page(page, prepared.image)
+
+    reference = words((corpus / "linn.txt").read_text(encoding="utf-8"))
+    found = words(page.text)
+    recall = sum((reference & found).values()) / sum(reference.values())
+    assert recall >= 0.95, f"found {recall:.1%} of the reference words"
+
+    text = _normalize(page.text)
+
+    def at(phrase: str) -> int:
+        position = text.find(phrase)
+        assert position >= 0, f"{phrase!r} not read"
+        return position
+
+    # Title, then the first column top to bottom, then the second, then the full-width section.
+    first_column = ["Recording a Sequence", "overdubbed", "Editing", "SINGLE STEP"]
+    second_column = ["desired bar number", "Creating a Song", "Composition Without Compromise"]
+    positions = [at(p) for p in ["LinnSequencer", *first_column, *second_column, "Additional Features"]]
+    assert positions == sorted(positions)
 
 
 def _check_page(page: OcrPage, image: np.ndarray) -> None:
@@ -181,29 +226,7 @@ def test_easyocr_reads_phototest(
 def test_easyocr_reads_two_columns_in_order(
     easyocr_engine: OcrEngine, easyocr_settings: Settings, corpus: Path
 ) -> None:
-    with Image.open(corpus / "linn.png") as image:
-        prepared = imaging.prepare_page(image, easyocr_settings, easyocr_engine)
-    assert prepared.rotation == 0
-    page = easyocr_engine.read(prepared.image)
-    _check_page(page, prepared.image)
-
-    reference = words((corpus / "linn.txt").read_text(encoding="utf-8"))
-    found = words(page.text)
-    recall = sum((reference & found).values()) / sum(reference.values())
-    assert recall >= 0.95, f"found {recall:.1%} of the reference words"
-
-    text = _normalize(page.text)
-
-    def at(phrase: str) -> int:
-        position = text.find(phrase)
-        assert position >= 0, f"{phrase!r} not read"
-        return position
-
-    # Title, then the first column top to bottom, then the second, then the full-width section.
-    first_column = ["Recording a Sequence", "overdubbed", "Editing", "SINGLE STEP"]
-    second_column = ["desired bar number", "Creating a Song", "Composition Without Compromise"]
-    positions = [at(p) for p in ["LinnSequencer", *first_column, *second_column, "Additional Features"]]
-    assert positions == sorted(positions)
+    _check_two_columns(easyocr_engine, easyocr_settings, corpus)
 
 
 @pytest.mark.slow
@@ -294,3 +317,81 @@ def test_tesseract_killed_mid_page_is_a_docproc_error(tesseract_engine: OcrEngin
 def test_tesseract_unknown_language(tesseract_settings: Settings) -> None:
     with pytest.raises(ConfigurationError, match="xx"):
         get_engine(Settings(engine="tesseract", languages=("xx",)))
+
+
+# -- rapidocr
+
+
+@pytest.fixture(scope="session")
+def rapidocr_settings() -> Settings:
+    return Settings(engine="rapidocr", languages=("en",))
+
+
+@pytest.fixture(scope="session")
+def rapidocr_engine(rapidocr_settings: Settings) -> OcrEngine:
+    return get_engine(rapidocr_settings)
+
+
+def test_rapidocr_is_its_own_engine(rapidocr_engine: OcrEngine) -> None:
+    assert rapidocr_engine.name == "rapidocr"
+    assert get_engine(Settings(engine="rapidocr", languages=("en",), dpi=300)) is rapidocr_engine
+    with pytest.raises(ValueError, match="uint8"):
+        rapidocr_engine.read(np.zeros((10, 10), dtype=bool))
+
+
+def test_rapidocr_reads_a_blank_page(rapidocr_engine: OcrEngine) -> None:
+    page = rapidocr_engine.read(np.full((300, 400), 255, dtype=np.uint8))
+    assert page.lines == ()
+    assert page.text == ""
+    assert page.mean_confidence is None
+
+
+def test_rapidocr_unknown_language() -> None:
+    with pytest.raises(ConfigurationError, match="xx"):
+        get_engine(Settings(engine="rapidocr", languages=("xx",)))
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_phototest(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
+) -> None:
+    prepared = imaging.prepare_page(phototest, rapidocr_settings, rapidocr_engine)
+    assert prepared.rotation == 0
+    assert prepared.skew == 0.0
+    page = rapidocr_engine.read(prepared.image)
+    _check_page(page, prepared.image)
+    assert cer(page.text, phototest_text) == 0.0
+    assert page.lines[0].text.startswith("This is a lot of 12 point text")
+    assert set(page.timings) == {"detection", "recognition", "other"}
+    assert page.timings["detection"] > 0
+    assert page.timings["recognition"] > 0
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_multilingual_page_at_least_as_well_as_tesseract(
+    rapidocr_engine: OcrEngine, tesseract_engine: OcrEngine, multilingual_page: np.ndarray
+) -> None:
+    page = rapidocr_engine.read(multilingual_page)
+    _check_page(page, multilingual_page)
+    rapid = cer(page.text, MULTILINGUAL_TEXT)
+    tess = cer(tesseract_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    assert rapid <= tess, f"rapidocr CER {rapid:.3f}, tesseract {tess:.3f}"
+    # The wheel's recognizer reads accents even with languages=en: nothing is lost.
+    for word in ("über", "Grüße", "marrón", "cão", "città", "préfère"):
+        assert word in page.text
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_two_columns_in_order(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, corpus: Path
+) -> None:
+    _check_two_columns(rapidocr_engine, rapidocr_settings, corpus)
+
+
+@pytest.mark.slow
+def test_rapidocr_corrects_upside_down_page(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
+) -> None:
+    prepared = imaging.prepare_page(phototest.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
+    assert prepared.rotation == 180
+    assert cer(rapidocr_engine.read(prepared.image).text, phototest_text) == 0.0

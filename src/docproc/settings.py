@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docproc import __version__
 
-EngineName = Literal["easyocr", "tesseract"]
+EngineName = Literal["easyocr", "easyocr-torch", "rapidocr", "tesseract"]
 
 # Fields whose value changes what a result contains; they go into the result fingerprint
 # so that a changed setting produces a new result key instead of a stale cache hit.
@@ -38,7 +38,13 @@ class Settings(BaseSettings):
     )
 
     # -- extraction
-    engine: EngineName = Field("easyocr", description="OCR engine: easyocr (default) or tesseract.")
+    engine: EngineName = Field(
+        "easyocr",
+        description=(
+            "OCR engine: easyocr (default: easyocr's models on OpenVINO), easyocr-torch "
+            "(the same models on torch, the reference), rapidocr or tesseract."
+        ),
+    )
     languages: tuple[str, ...] = Field(("en",), description="OCR languages (easyocr codes).")
     gpu: bool = Field(False, description="Let easyocr use a GPU if torch sees one.")
     dpi: int = Field(200, ge=50, le=600, description="Rasterization DPI for PDF pages without text.")

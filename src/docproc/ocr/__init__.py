@@ -17,7 +17,7 @@ __all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_e
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str, tuple[str, ...], bool]
+EngineKey = tuple[str, tuple[str, ...], bool, int | None]
 
 _engines: dict[EngineKey, OcrEngine] = {}
 # Built under the lock: two threads of one worker asking at once must not load two Readers.
@@ -25,8 +25,9 @@ _engines_lock = threading.Lock()
 
 
 def engine_key(settings: Settings) -> EngineKey:
-    """What makes two engines different: the engine, its languages and the GPU switch."""
-    return (settings.engine, tuple(settings.languages), settings.gpu)
+    """What makes two engines different: the engine, its languages, the GPU switch and the
+    compute threads (inference sessions fix their thread pools when they are built)."""
+    return (settings.engine, tuple(settings.languages), settings.gpu, settings.compute_threads)
 
 
 def get_engine(settings: Settings) -> OcrEngine:
@@ -47,9 +48,9 @@ def clear_engines() -> None:
 
 
 def _build(key: EngineKey) -> OcrEngine:
-    name, languages, gpu = key
+    name, languages, gpu, threads = key
     log.info("building OCR engine %s for languages %s", name, ",".join(languages))
-    if name == "easyocr":
+    if name in ("easyocr", "easyocr-torch"):
         from docproc.ocr.easyocr_engine import EasyOcrEngine
 
         return EasyOcrEngine(languages, gpu=gpu)
@@ -57,4 +58,8 @@ def _build(key: EngineKey) -> OcrEngine:
         from docproc.ocr.tesseract_engine import TesseractEngine
 
         return TesseractEngine(languages)
+    if name == "rapidocr":
+        from docproc.ocr.rapidocr_engine import RapidOcrEngine
+
+        return RapidOcrEngine(languages, gpu=gpu, threads=threads)
     raise ConfigurationError(f"unknown OCR engine {name!r}")
