@@ -5,6 +5,7 @@ The easyocr Reader loads once per session; full-page reads are marked slow.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -175,12 +176,15 @@ def test_get_engine_differs_by_engine(easyocr_engine: OcrEngine, tesseract_setti
 
 
 def test_get_engine_differs_by_languages(easyocr_engine: OcrEngine) -> None:
-    other = Settings(engine="easyocr", languages=("en", "fr"))
-    assert engine_key(other) != engine_key(Settings(engine="easyocr", languages=("en",)))
+    other = Settings(engine="easyocr-torch", languages=("en", "fr"))
+    assert engine_key(other) != engine_key(Settings(engine="easyocr-torch", languages=("en",)))
     # Not served from the English engine's cache entry: a new Reader is built, and French needs
     # a model the offline package does not ship (nothing may download).
     with pytest.raises(ConfigurationError, match="latin"):
         get_engine(other)
+    # The default engine has converted English models only, and says so.
+    with pytest.raises(ConfigurationError, match="English only"):
+        get_engine(Settings(engine="easyocr", languages=("en", "fr")))
 
 
 def test_get_engine_builds_once_under_concurrency(tesseract_settings: Settings) -> None:
@@ -395,3 +399,79 @@ def test_rapidocr_corrects_upside_down_page(
     prepared = imaging.prepare_page(phototest.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
     assert prepared.rotation == 180
     assert cer(rapidocr_engine.read(prepared.image).text, phototest_text) == 0.0
+
+
+# -- the default engine (easyocr's weights on OpenVINO) against easyocr on torch
+
+
+@pytest.fixture(scope="session")
+def easyocr_torch_engine() -> OcrEngine:
+    return get_engine(Settings(engine="easyocr-torch", languages=("en",)))
+
+
+def test_default_engine_is_easyocr_on_openvino(easyocr_engine: OcrEngine) -> None:
+    from docproc.ocr.easyocr_openvino import EasyOcrOpenVinoEngine, cache_key
+
+    assert isinstance(easyocr_engine, EasyOcrOpenVinoEngine)
+    assert Settings().engine == "easyocr"
+    models = Settings().model_cache_dir / f"easyocr-openvino-{cache_key()}"
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["golden_cer"] <= 0.02
+    assert set(manifest["files"]) == {"craft-int8.xml", "craft-int8.bin", "recognizer.xml", "recognizer.bin"}
+
+
+def test_converted_models_are_checked_by_hash(easyocr_engine: OcrEngine, tmp_path: Path) -> None:
+    from docproc.ocr import easyocr_openvino
+
+    key = easyocr_openvino.cache_key()
+    source = Settings().model_cache_dir / f"easyocr-openvino-{key}"
+    copy = tmp_path / f"easyocr-openvino-{key}"
+    shutil.copytree(source, copy)
+    assert easyocr_openvino.converted_models(tmp_path) == copy  # complete: used as it is
+    weights = copy / "craft-int8.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert not easyocr_openvino._complete(copy)  # a damaged file is never loaded
+
+
+def test_cache_key_follows_the_weights() -> None:
+    from docproc.ocr import easyocr_openvino
+
+    key = easyocr_openvino.cache_key()
+    assert re.fullmatch(r"[0-9a-f]{20}", key)
+    assert easyocr_openvino.cache_key() == key
+
+
+@pytest.mark.slow
+def test_default_engine_reads_like_torch(
+    easyocr_engine: OcrEngine,
+    easyocr_torch_engine: OcrEngine,
+    phototest: Image.Image,
+    phototest_text: str,
+    multilingual_page: np.ndarray,
+) -> None:
+    page = np.asarray(imaging.to_gray8(phototest))
+    fast, reference = easyocr_engine.read(page), easyocr_torch_engine.read(page)
+    _check_page(fast, page)
+    assert cer(fast.text, phototest_text) <= 0.02
+    assert set(fast.timings) == {"detection", "recognition", "other"}
+    # English models lose the accents either way; the faster runtime must not lose more.
+    fast_ml = cer(easyocr_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    torch_ml = cer(easyocr_torch_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    assert fast_ml <= torch_ml + 0.005, f"OpenVINO CER {fast_ml:.3f}, torch {torch_ml:.3f}"
+    assert cer(reference.text, phototest_text) <= 0.02
+
+
+def test_gpu_setting_falls_back_to_the_cpu(phototest: Image.Image, phototest_text: str) -> None:
+    """No GPU here: torch reports none, so ``gpu`` must leave both easyocr engines on the CPU."""
+    import torch
+
+    assert not torch.cuda.is_available()  # this machine has no GPU; the test checks the fallback
+    reference = get_engine(Settings(engine="easyocr-torch", languages=("en",), gpu=True))
+    assert reference.device == "cpu"  # type: ignore[attr-defined]
+    default = get_engine(Settings(engine="easyocr", languages=("en",), gpu=True))
+    assert default.device == "cpu"  # type: ignore[attr-defined]
+    assert default.name == "easyocr"  # without a device the default stays on OpenVINO
+    page = np.asarray(imaging.to_gray8(phototest))
+    assert cer(reference.read(page).text, phototest_text) <= 0.02

@@ -46,7 +46,20 @@ class Settings(BaseSettings):
         ),
     )
     languages: tuple[str, ...] = Field(("en",), description="OCR languages (easyocr codes).")
-    gpu: bool = Field(False, description="Let easyocr use a GPU if torch sees one.")
+    gpu: bool = Field(
+        False,
+        description=(
+            "Run OCR on a GPU when one is present: the easyocr engines use torch on CUDA, rapidocr "
+            "ONNX Runtime's CUDA provider; without a device they stay on the CPU."
+        ),
+    )
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "docproc" / "models",
+        description=(
+            "Where models converted from the installed weights are kept, by the weights' hash "
+            "(the image converts them at build time into a read-only copy)."
+        ),
+    )
     dpi: int = Field(200, ge=50, le=600, description="Rasterization DPI for PDF pages without text.")
     ocr_min_side: int = Field(
         640, ge=100, description="Pages whose longer side is shorter are upscaled to it before OCR."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from docproc.errors import ConfigurationError
 from docproc.ocr.base import OcrEngine, OcrLine, OcrPage, Segment
@@ -17,7 +18,7 @@ __all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_e
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str, tuple[str, ...], bool, int | None]
+EngineKey = tuple[str, tuple[str, ...], bool, int | None, Path]
 
 _engines: dict[EngineKey, OcrEngine] = {}
 # Built under the lock: two threads of one worker asking at once must not load two Readers.
@@ -26,8 +27,15 @@ _engines_lock = threading.Lock()
 
 def engine_key(settings: Settings) -> EngineKey:
     """What makes two engines different: the engine, its languages, the GPU switch and the
-    compute threads (inference sessions fix their thread pools when they are built)."""
-    return (settings.engine, tuple(settings.languages), settings.gpu, settings.compute_threads)
+    compute threads (inference sessions fix their thread pools when they are built) and where
+    converted models are cached."""
+    return (
+        settings.engine,
+        tuple(settings.languages),
+        settings.gpu,
+        settings.compute_threads,
+        settings.model_cache_dir,
+    )
 
 
 def get_engine(settings: Settings) -> OcrEngine:
@@ -48,9 +56,14 @@ def clear_engines() -> None:
 
 
 def _build(key: EngineKey) -> OcrEngine:
-    name, languages, gpu, threads = key
+    name, languages, gpu, threads, cache_dir = key
     log.info("building OCR engine %s for languages %s", name, ",".join(languages))
+    if name == "easyocr" and not (gpu and _cuda_available()):
+        from docproc.ocr.easyocr_openvino import EasyOcrOpenVinoEngine, converted_models
+
+        return EasyOcrOpenVinoEngine(languages, models=converted_models(cache_dir), threads=threads)
     if name in ("easyocr", "easyocr-torch"):
+        # On a GPU the default engine is easyocr's torch models on the device.
         from docproc.ocr.easyocr_engine import EasyOcrEngine
 
         return EasyOcrEngine(languages, gpu=gpu)
@@ -63,3 +76,9 @@ def _build(key: EngineKey) -> OcrEngine:
 
         return RapidOcrEngine(languages, gpu=gpu, threads=threads)
     raise ConfigurationError(f"unknown OCR engine {name!r}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
