@@ -46,6 +46,11 @@ COPY flows ./flows
 RUN uv pip install --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/python -c "import docproc, flows"
 
+# The default OCR engine's models: easyocr's weights converted for OpenVINO once, at build time,
+# into a path the read-only runtime image only reads (DOCPROC_MODEL_CACHE_DIR). Needs ~4.5 GiB
+# of memory and a few minutes; a converted set is kept only if it reads the golden page.
+RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
+
 FROM ${PYTHON_IMAGE} AS runtime
 ARG UID=10001
 LABEL org.opencontainers.image.title="docproc" \
@@ -59,6 +64,7 @@ RUN apt-get update \
     && groupadd --gid "${UID}" docproc \
     && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/docproc-models /opt/docproc-models
 COPY flows /app/flows
 WORKDIR /app
 # Every writable path is under /tmp (an emptyDir in the chart) so the root filesystem can be read-only.
@@ -73,7 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     TORCH_HOME=/tmp/torch \
     EASYOCR_MODULE_PATH=/tmp/easyocr \
-    DASK_TEMPORARY_DIRECTORY=/tmp/dask
+    DASK_TEMPORARY_DIRECTORY=/tmp/dask \
+    DOCPROC_MODEL_CACHE_DIR=/opt/docproc-models
 USER 10001:10001
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["docproc", "--help"]
