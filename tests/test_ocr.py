@@ -6,6 +6,7 @@ The easyocr Reader loads once per session; full-page reads are marked slow.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -475,3 +476,20 @@ def test_gpu_setting_falls_back_to_the_cpu(phototest: Image.Image, phototest_tex
     assert default.name == "easyocr"  # without a device the default stays on OpenVINO
     page = np.asarray(imaging.to_gray8(phototest))
     assert cer(reference.read(page).text, phototest_text) <= 0.02
+
+
+def test_engines_use_the_workers_share_of_the_cores(easyocr_engine: OcrEngine) -> None:
+    """Two workers on two cores: each engine is built with the thread count its worker owns."""
+    from docproc import runtime
+
+    assert 1 <= runtime.available_cores() <= len(os.sched_getaffinity(0))
+    assert runtime.compute_threads(Settings()) == runtime.available_cores()
+    one = get_engine(Settings(engine="easyocr", languages=("en",), compute_threads=1))
+    assert one is not easyocr_engine or runtime.available_cores() == 1
+    assert one.threads == {1}  # type: ignore[attr-defined]
+    runtime.configure_process(Settings(compute_threads=1))
+    import cv2
+    import torch
+
+    assert torch.get_num_threads() == 1
+    assert cv2.getNumThreads() == 1

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from docproc.errors import ConfigurationError
 from docproc.ocr.base import OcrEngine, OcrLine, OcrPage, Segment
+from docproc.runtime import compute_threads
 from docproc.settings import Settings
 
 __all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_engine"]
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str, tuple[str, ...], bool, int | None, Path]
+EngineKey = tuple[str, tuple[str, ...], bool, int, Path]
 
 _engines: dict[EngineKey, OcrEngine] = {}
 # Built under the lock: two threads of one worker asking at once must not load two Readers.
@@ -33,7 +34,7 @@ def engine_key(settings: Settings) -> EngineKey:
         settings.engine,
         tuple(settings.languages),
         settings.gpu,
-        settings.compute_threads,
+        compute_threads(settings),
         settings.model_cache_dir,
     )
 

@@ -273,6 +273,7 @@ class EasyOcrOpenVinoEngine(EasyOcrEngine):
     detect_side = _DETECT_SIDE
 
     def __init__(self, languages: Sequence[str], *, models: Path, threads: int | None) -> None:
+        """``threads`` caps OpenVINO's inference threads (None: OpenVINO's default, every core)."""
         if tuple(languages) != ("en",):
             raise ConfigurationError(
                 f"the OpenVINO easyocr engine has converted models for English only, not {list(languages)}; "
@@ -301,6 +302,8 @@ class EasyOcrOpenVinoEngine(EasyOcrEngine):
         self._reader.detector = _Detector(detector)
         self._reader.recognizer = _Recognizer(recognizer)
         self.device = "cpu"
+        # The inference threads both compiled models really use (the worker's share of cores).
+        self.threads = {int(m.get_property("INFERENCE_NUM_THREADS")) for m in (detector, recognizer)}
         log.info(
             "easyocr on OpenVINO: INT8 detector, %s recognizer, threads %s",
             "BF16" if bf16 else "FP32",

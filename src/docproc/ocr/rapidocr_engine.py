@@ -71,6 +71,7 @@ class RapidOcrEngine(OcrEngine):
             self._ocr: Any = rapidocr.RapidOCR(params=params)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigurationError(f"cannot load the rapidocr models from {models}: {exc}") from exc
+        self.threads = threads
         # One session set per process; ONNX Runtime already spreads one call over its threads.
         self._lock = threading.Lock()
         log.info(
