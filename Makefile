@@ -26,7 +26,7 @@ lint: env ## ruff (lint + format check) and mypy
 test: env tools lint ## install everything the tests need and run the whole suite
 	$(VENV)/bin/pytest
 
-bench: env ## benchmark: plain easyocr loop vs docproc run with 1 and 2 workers
+bench: env ## benchmark: the OCR engines side by side, docproc run (1 and 2 workers) vs the raw engine
 	$(PY) -m benchmarks.run
 
 -include mk/*.mk

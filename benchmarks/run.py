@@ -174,19 +174,24 @@ def _pool_read(image: np.ndarray) -> int:
     return len(_pool_engine.read(image).lines)
 
 
-def raw_pool(images: dict[str, np.ndarray], engine: str, workers: int) -> float:
-    """Pages per second of the bare engine in ``workers`` processes sharing the cores."""
+def raw_pool(images: dict[str, np.ndarray], engine: str, workers: int) -> tuple[float, float]:
+    """Pages per second of the bare engine in ``workers`` processes sharing the cores (engines
+    built first), and the CPU seconds of the whole pool, engine loading included."""
     threads = max(1, runtime.available_cores() // workers)
+    started_cpu = cpu_seconds()
     with concurrent.futures.ProcessPoolExecutor(
         workers, initializer=_pool_init, initargs=(engine, threads)
     ) as pool:
         list(pool.map(_pool_read, [next(iter(images.values()))] * workers))  # warm: engines built
         started = time.perf_counter()
         list(pool.map(_pool_read, list(images.values()), chunksize=1))
-        return len(images) / (time.perf_counter() - started)
+        pages_per_s = len(images) / (time.perf_counter() - started)
+    return pages_per_s, cpu_seconds() - started_cpu
 
 
-def docproc_run(images: dict[str, np.ndarray], engine: str, workers: int) -> RunReport:
+def docproc_run(images: dict[str, np.ndarray], engine: str, workers: int) -> tuple[RunReport, float]:
+    """The run's report and the CPU seconds of the whole command (API, cluster, workers)."""
+    started_cpu = cpu_seconds()
     inbox = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
     out = Path(tempfile.mkdtemp(prefix=f"bench-w{workers}-"))
     for name, image in images.items():
@@ -203,7 +208,7 @@ def docproc_run(images: dict[str, np.ndarray], engine: str, workers: int) -> Run
     report = RunReport.model_validate_json(report_path.read_text())
     shutil.rmtree(out)
     shutil.rmtree(inbox)
-    return report
+    return report, cpu_seconds() - started_cpu
 
 
 def per_task_overhead(tasks: int = 16) -> float:
@@ -268,21 +273,26 @@ def main() -> None:
         )
     if "--no-runs" not in sys.argv:
         print(
-            "\n| `docproc run`, default engine | pages/s docproc run (flow) | pages/s raw engine, process pool | ratio |"
+            "\n| workers | docproc run pages/s (flow) | raw pool pages/s | ratio "
+            "| docproc run CPU s (whole command) | raw pool CPU s (incl. engine load) | CPU ratio |"
         )
-        print("|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for workers in (1, 2):
-            raw = raw_pool(images, "easyocr", workers)
-            report = docproc_run(images, "easyocr", workers)
+            raw, raw_cpu = raw_pool(images, "easyocr", workers)
+            report, run_cpu = docproc_run(images, "easyocr", workers)
             ratio = report.pages_per_second / raw
             figures[f"run_{workers}_workers"] = {
                 "docproc_pages_per_s": report.pages_per_second,
                 "raw_pool_pages_per_s": round(raw, 3),
                 "ratio": round(ratio, 3),
                 "flow_wall_s": report.wall_seconds,
+                "docproc_cpu_s": round(run_cpu, 1),
+                "raw_pool_cpu_s": round(raw_cpu, 1),
+                "cpu_ratio": round(raw_cpu / run_cpu, 3),
             }
             print(
-                f"| {workers} worker(s) | {report.pages_per_second:.3f} | {raw:.3f} | {ratio:.2f} |",
+                f"| {workers} | {report.pages_per_second:.3f} | {raw:.3f} | {ratio:.2f} "
+                f"| {run_cpu:.1f} | {raw_cpu:.1f} | {raw_cpu / run_cpu:.2f} |",
                 flush=True,
             )
     print(json.dumps(figures, indent=2))
