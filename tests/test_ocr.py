@@ -493,3 +493,15 @@ def test_engines_use_the_workers_share_of_the_cores(easyocr_engine: OcrEngine) -
 
     assert torch.get_num_threads() == 1
     assert cv2.getNumThreads() == 1
+
+
+def test_words_in_order_counts_order() -> None:
+    from docproc.ocr.quality import cer as core_cer
+    from docproc.ocr.quality import words_in_order
+
+    reference = "the left column then the right column"
+    assert words_in_order(reference, reference) == 1.0
+    # Columns interleaved: the words are all there, but not in reading order.
+    assert words_in_order("the right column the left column then", reference) < 0.8
+    assert words_in_order("", reference) == 0.0
+    assert core_cer("The quack fox", "The quick fox") == pytest.approx(1 / 13)
