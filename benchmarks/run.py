@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import multiprocessing
 import resource
 import shutil
 import subprocess
@@ -179,8 +180,11 @@ def raw_pool(images: dict[str, np.ndarray], engine: str, workers: int) -> tuple[
     built first), and the CPU seconds of the whole pool, engine loading included."""
     threads = max(1, runtime.available_cores() // workers)
     started_cpu = cpu_seconds()
+    # spawn, not fork: a forked child can inherit a lock some library thread of this process
+    # held (one 2-process pool hung this way), and docproc's Dask workers are spawned too.
+    context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
-        workers, initializer=_pool_init, initargs=(engine, threads)
+        workers, mp_context=context, initializer=_pool_init, initargs=(engine, threads)
     ) as pool:
         list(pool.map(_pool_read, [next(iter(images.values()))] * workers))  # warm: engines built
         started = time.perf_counter()
