@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,12 +103,12 @@ def test_quarantine_names_are_safe_whatever_the_source_key(stores: tuple[LocalSt
 
 
 @pytest.fixture
-def crashing_tesseract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def crashing_tesseract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tesseract_bin: Path
+) -> Iterator[Path]:
     """A `tesseract` first on PATH that answers probes with the real one and SIGKILLs itself on
     every page: an engine that crashes on a document, deterministically."""
-    real = shutil.which("tesseract")
-    if real is None:
-        pytest.skip("tesseract is not installed (scripts/tools/tesseract.sh installs it)")
+    real = str(tesseract_bin)
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     script = bin_dir / "tesseract"

@@ -50,6 +50,9 @@ def run(
     source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix with the documents.")],
     out_: Annotated[str, typer.Option("--out", "-o", help="Folder or s3://bucket/prefix for results.")],
     engine: Annotated[EngineName | None, typer.Option(help="OCR engine.")] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="OCR languages, comma-separated (en,de,fr), or auto.")
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Local Dask worker processes.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pages per batch.")] = None,
     force: Annotated[bool, typer.Option(help="Reprocess documents that already have a result.")] = False,
@@ -57,7 +60,12 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")] = False,
 ) -> None:
     """Process every document under SOURCE into --out, on a local Dask cluster, no server needed."""
-    flags: dict[str, Any] = {"engine": engine, "workers": workers, "batch_size": batch_size}
+    flags: dict[str, Any] = {
+        "engine": engine,
+        "languages": languages,
+        "workers": workers,
+        "batch_size": batch_size,
+    }
     try:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from docproc import __version__, loader, pipeline
+from docproc import __version__, loader, outputs, pipeline
 from docproc.errors import (
     DocprocError,
     InternalDocumentError,
@@ -148,7 +148,7 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
                 result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
-    return _store_result(dst, doc, result, settings, started)
+    return _store_result(src, dst, doc, result, settings, started)
 
 
 def process_slice(
@@ -199,18 +199,24 @@ def finish_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: 
         except PermanentDocumentError as exc:
             outcome = quarantine(src, dst, doc.source, doc.id, exc)
         else:
-            outcome = _store_result(dst, doc, result, settings, started)
+            outcome = _store_result(src, dst, doc, result, settings, started)
     for key in keys:
         dst.delete(key)
     return outcome
 
 
 def _store_result(
-    dst: Storage, doc: PlannedDocument, result: DocumentResult, settings: Settings, started: float
+    src: Storage,
+    dst: Storage,
+    doc: PlannedDocument,
+    result: DocumentResult,
+    settings: Settings,
+    started: float,
 ) -> DocumentOutcome:
     key = result_key(doc.id, settings)
-    # Text first, result last: the result's presence is what marks the document done.
+    # Text, PDF and Markdown first, result last: the result's presence marks the document done.
     dst.write_bytes(text_key(doc.id, settings), result.text.encode(), "text/plain; charset=utf-8")
+    outputs.write_outputs(dst, result, settings, lambda: src.local_copy(doc.source))
     dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
     log.info("processed %s (%s, %d pages, %s)", doc.source, doc.id[:12], doc.pages, result.quality.status)
     return _outcome(doc.source, result, key, "processed", seconds=time.perf_counter() - started)

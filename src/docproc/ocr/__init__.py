@@ -20,6 +20,8 @@ __all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_e
 log = logging.getLogger(__name__)
 
 EngineKey = tuple[str, tuple[str, ...], bool, int, Path]
+# The languages the default engine has OpenVINO models for (converted from english_g2.pth).
+OPENVINO_LANGUAGES = ("en",)
 
 _engines: dict[EngineKey, OcrEngine] = {}
 # Built under the lock: two threads of one worker asking at once must not load two Readers.
@@ -59,12 +61,14 @@ def clear_engines() -> None:
 def _build(key: EngineKey) -> OcrEngine:
     name, languages, gpu, threads, cache_dir = key
     log.info("building OCR engine %s for languages %s", name, ",".join(languages))
-    if name == "easyocr" and not (gpu and _cuda_available()):
+    if name == "easyocr" and languages == OPENVINO_LANGUAGES and not (gpu and _cuda_available()):
         from docproc.ocr.easyocr_openvino import EasyOcrOpenVinoEngine, converted_models
 
         return EasyOcrOpenVinoEngine(languages, models=converted_models(cache_dir), threads=threads)
     if name in ("easyocr", "easyocr-torch"):
-        # On a GPU the default engine is easyocr's torch models on the device.
+        # The default engine on a GPU is easyocr's torch models on the device; for languages
+        # beyond the converted English models it is easyocr on torch with their weights (which
+        # it names when they are not installed).
         from docproc.ocr.easyocr_engine import EasyOcrEngine
 
         return EasyOcrEngine(languages, gpu=gpu)

@@ -61,6 +61,9 @@ class OcrEngine(abc.ABC):
     """An OCR engine. Instances are expensive (models, processes): get them from ``get_engine``."""
 
     name: str
+    # True when the engine reads every language it accepts with the same model (rapidocr's
+    # one Latin dictionary): a page found to be in another language needs no second reading.
+    one_model_for_languages: bool = False
 
     @abc.abstractmethod
     def read(self, image: np.ndarray) -> OcrPage:

@@ -35,6 +35,7 @@ _MAX_SIDE = 4000
 
 class RapidOcrEngine(OcrEngine):
     name = "rapidocr"
+    one_model_for_languages = True
 
     def __init__(self, languages: Sequence[str], *, gpu: bool, threads: int | None) -> None:
         unknown = [code for code in languages if code not in _LANGUAGES]
