@@ -99,6 +99,14 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     cp -a "${site}"/docproc "${site}"/flows "${site}"/docproc-*.dist-info "/out${site}/"; \
     cp -a /opt/venv/bin/docproc /out/opt/venv/bin/
 
+# The default OCR engine's models: easyocr's weights converted for OpenVINO once, at build time,
+# into a path the read-only runtime only reads (DOCPROC_MODEL_CACHE_DIR). Needs ~4.5 GiB of memory
+# and a few minutes; a converted set is kept only if it reads the golden page. A stage of its own
+# so the runtime gets only the converted files, not the conversion's scratch.
+FROM build AS models
+COPY --from=project /out/ /
+RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
+
 FROM build AS runtime
 LABEL org.opencontainers.image.title="docproc" \
       org.opencontainers.image.description="Document processing: OCR, NLP and validated fields, orchestrated by Prefect and Dask" \
@@ -110,6 +118,7 @@ RUN apt-get update \
         tesseract-ocr-osd=1:4.1.* tesseract-ocr-deu=1:4.1.* tesseract-ocr-fra=1:4.1.* \
         tesseract-ocr-spa=1:4.1.* tesseract-ocr-ita=1:4.1.* tesseract-ocr-por=1:4.1.* \
     && rm -rf /var/lib/apt/lists/*
+COPY --from=models /opt/docproc-models /opt/docproc-models
 COPY --from=project /out/ /
 # The flows are imported from the installed package (prefect.yaml's entrypoints are module paths);
 # /app is only the working directory, with nothing in it to shadow the package.
@@ -126,7 +135,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     TORCH_HOME=/tmp/torch \
     EASYOCR_MODULE_PATH=/tmp/easyocr \
-    DASK_TEMPORARY_DIRECTORY=/tmp/dask
+    DASK_TEMPORARY_DIRECTORY=/tmp/dask \
+    DOCPROC_MODEL_CACHE_DIR=/opt/docproc-models
 USER 10001:10001
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["docproc", "--help"]

@@ -32,7 +32,7 @@ test: env ## install everything the tests need, run the whole suite, then the ki
 	$(VENV)/bin/pytest
 	$(MAKE) --no-print-directory kind-test
 
-bench: env ## benchmark: plain easyocr loop vs docproc run with 1 and 2 workers
+bench: env ## benchmark: the OCR engines side by side, docproc run (1 and 2 workers) vs the raw engine
 	$(PY) -m benchmarks.run
 
 -include mk/*.mk

@@ -42,3 +42,32 @@ def pages_pdf(path: Path, pages: list[str]) -> Path:
         pdf.cell(0, 8, text)
     pdf.output(str(path))
     return path
+
+
+# Written for these tests (no third-party text): one paragraph each in German, French, Spanish,
+# Italian and Portuguese, with the accents an English-only reader loses.
+MULTILINGUAL_LINES = (
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Grüße aus München: die Straße ist nass, die Bäume sind grün.",
+    "En été, chacun a ses raisons; l'élève préfère le café très chaud.",
+    "Où est la bibliothèque? À côté de la gare, près du marché.",
+    "El niño comió una manzana marrón en el jardín por la mañana.",
+    "¿Dónde está la estación? Está a la izquierda, señor.",
+    "La città è bella; perché non andiamo più spesso al mercato?",
+    "O cão e o pão estão na mesa; a lição começa às nove horas.",
+)
+
+
+def multilingual_pdf(path: Path) -> Path:
+    """A born-digital one-page PDF of ``MULTILINGUAL_LINES`` in 14-point Helvetica.
+
+    Rasterized by the loader like any page without a text layer once its text layer is ignored
+    (the tests render it themselves), it is the multilingual page the OCR tests read.
+    """
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    for line in MULTILINGUAL_LINES:
+        pdf.cell(0, 10, line, new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(path))
+    return path

@@ -169,3 +169,27 @@ def test_auto_without_the_languages_model_keeps_the_english_reading(
     warnings = [r for r in caplog.records if "cannot be read in it" in r.getMessage()]
     assert len(warnings) == 1
     assert "latin_g2.pth" in warnings[0].getMessage()
+
+
+def test_rapidocr_in_auto_mode_reads_a_page_once(
+    pages: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rapidocr reads every language it knows with one model: auto mode records the page's
+    language without reading it a second time with the same model."""
+    settings = Settings(engine="rapidocr", languages="auto")
+    engine = get_engine(ocr_languages.engine_settings(settings))
+    with Image.open(pages["es"]) as image:
+        gray = np.array(image.convert("L"))
+    calls = []
+    read = engine.read
+
+    def counted(image: np.ndarray) -> object:
+        calls.append(image.shape)
+        return read(image)
+
+    monkeypatch.setattr(engine, "read", counted)
+    page, used = ocr_languages.read(gray, engine, settings)
+    assert used == ("es", "en")
+    assert len(calls) == 1
+    assert cer(page.text, PAGES["es"]) <= 0.03, page.text
+    assert "señora" in re.findall(r"[\w-]+", page.text)

@@ -5,7 +5,10 @@ The easyocr Reader loads once per session; full-page reads are marked slow.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -22,6 +25,7 @@ from docproc import imaging
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
 from docproc.settings import Settings
+from tests.documents import MULTILINGUAL_LINES, multilingual_pdf
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,6 +92,50 @@ def phototest_text(corpus: Path) -> str:
     return (corpus / "phototest.txt").read_text(encoding="utf-8")
 
 
+@pytest.fixture(scope="session")
+def multilingual_page(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """The generated multilingual page (tests/documents.py) rendered at 300 dpi: the text part."""
+    import pypdfium2
+
+    path = multilingual_pdf(tmp_path_factory.mktemp("multilingual") / "multilingual.pdf")
+    document = pypdfium2.PdfDocument(str(path))
+    try:
+        image = document[0].render(scale=300 / 72).to_pil().convert("L")
+    finally:
+        document.close()
+    return np.asarray(image.crop((0, 0, image.width, image.height // 3)))
+
+
+MULTILINGUAL_TEXT = "\n".join(MULTILINGUAL_LINES)
+
+
+def _check_two_columns(engine: OcrEngine, settings: Settings, corpus: Path) -> None:
+    """linn.png: at least 95% of the reference words, title, left column, right column, footer."""
+    with Image.open(corpus / "linn.png") as image:
+        prepared = imaging.prepare_page(image, settings, engine)
+    assert prepared.rotation == 0
+    page = engine.read(prepared.image)
+    _check_page(page, prepared.image)
+
+    reference = words((corpus / "linn.txt").read_text(encoding="utf-8"))
+    found = words(page.text)
+    recall = sum((reference & found).values()) / sum(reference.values())
+    assert recall >= 0.95, f"found {recall:.1%} of the reference words"
+
+    text = _normalize(page.text)
+
+    def at(phrase: str) -> int:
+        position = text.find(phrase)
+        assert position >= 0, f"{phrase!r} not read"
+        return position
+
+    # Title, then the first column top to bottom, then the second, then the full-width section.
+    first_column = ["Recording a Sequence", "overdubbed", "Editing", "SINGLE STEP"]
+    second_column = ["desired bar number", "Creating a Song", "Composition Without Compromise"]
+    positions = [at(p) for p in ["LinnSequencer", *first_column, *second_column, "Additional Features"]]
+    assert positions == sorted(positions)
+
+
 def _check_page(page: OcrPage, image: np.ndarray) -> None:
     """Lines carry boxes inside the page and confidences in [0, 1]; text is the lines joined."""
     height, width = image.shape
@@ -120,12 +168,16 @@ def test_get_engine_differs_by_engine(easyocr_engine: OcrEngine, tesseract_setti
 
 
 def test_get_engine_differs_by_languages(easyocr_engine: OcrEngine) -> None:
-    other = Settings(engine="easyocr", languages=("en", "fr"))
-    assert engine_key(other) != engine_key(Settings(engine="easyocr", languages=("en",)))
+    other = Settings(engine="easyocr-torch", languages=("en", "fr"))
+    assert engine_key(other) != engine_key(Settings(engine="easyocr-torch", languages=("en",)))
     # Not served from the English engine's cache entry: a new Reader is built, and French needs
     # a model the offline package does not ship (nothing may download).
     with pytest.raises(ConfigurationError, match="latin"):
         get_engine(other)
+    # The default engine's OpenVINO models are converted from the English weights: for other
+    # languages it is easyocr on torch with theirs, named when they are not installed.
+    with pytest.raises(ConfigurationError, match=r"languages \['en', 'fr'\].*latin_g2\.pth"):
+        get_engine(Settings(engine="easyocr", languages=("en", "fr")))
 
 
 def test_get_engine_builds_once_under_concurrency(tesseract_settings: Settings) -> None:
@@ -171,29 +223,7 @@ def test_easyocr_reads_phototest(
 def test_easyocr_reads_two_columns_in_order(
     easyocr_engine: OcrEngine, easyocr_settings: Settings, corpus: Path
 ) -> None:
-    with Image.open(corpus / "linn.png") as image:
-        prepared = imaging.prepare_page(image, easyocr_settings, easyocr_engine)
-    assert prepared.rotation == 0
-    page = easyocr_engine.read(prepared.image)
-    _check_page(page, prepared.image)
-
-    reference = words((corpus / "linn.txt").read_text(encoding="utf-8"))
-    found = words(page.text)
-    recall = sum((reference & found).values()) / sum(reference.values())
-    assert recall >= 0.95, f"found {recall:.1%} of the reference words"
-
-    text = _normalize(page.text)
-
-    def at(phrase: str) -> int:
-        position = text.find(phrase)
-        assert position >= 0, f"{phrase!r} not read"
-        return position
-
-    # Title, then the first column top to bottom, then the second, then the full-width section.
-    first_column = ["Recording a Sequence", "overdubbed", "Editing", "SINGLE STEP"]
-    second_column = ["desired bar number", "Creating a Song", "Composition Without Compromise"]
-    positions = [at(p) for p in ["LinnSequencer", *first_column, *second_column, "Additional Features"]]
-    assert positions == sorted(positions)
+    _check_two_columns(easyocr_engine, easyocr_settings, corpus)
 
 
 @pytest.mark.slow
@@ -284,3 +314,186 @@ def test_tesseract_killed_mid_page_is_a_docproc_error(tesseract_engine: OcrEngin
 def test_tesseract_unknown_language(tesseract_settings: Settings) -> None:
     with pytest.raises(ConfigurationError, match="xx"):
         get_engine(Settings(engine="tesseract", languages=("xx",)))
+
+
+# -- rapidocr
+
+
+@pytest.fixture(scope="session")
+def rapidocr_settings() -> Settings:
+    return Settings(engine="rapidocr", languages=("en",))
+
+
+@pytest.fixture(scope="session")
+def rapidocr_engine(rapidocr_settings: Settings) -> OcrEngine:
+    return get_engine(rapidocr_settings)
+
+
+def test_rapidocr_is_its_own_engine(rapidocr_engine: OcrEngine) -> None:
+    assert rapidocr_engine.name == "rapidocr"
+    assert get_engine(Settings(engine="rapidocr", languages=("en",), dpi=300)) is rapidocr_engine
+    with pytest.raises(ValueError, match="uint8"):
+        rapidocr_engine.read(np.zeros((10, 10), dtype=bool))
+
+
+def test_rapidocr_reads_a_blank_page(rapidocr_engine: OcrEngine) -> None:
+    page = rapidocr_engine.read(np.full((300, 400), 255, dtype=np.uint8))
+    assert page.lines == ()
+    assert page.text == ""
+    assert page.mean_confidence is None
+
+
+def test_rapidocr_unknown_language() -> None:
+    with pytest.raises(ConfigurationError, match="xx"):
+        get_engine(Settings(engine="rapidocr", languages=("xx",)))
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_phototest(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
+) -> None:
+    prepared = imaging.prepare_page(phototest, rapidocr_settings, rapidocr_engine)
+    assert prepared.rotation == 0
+    assert prepared.skew == 0.0
+    page = rapidocr_engine.read(prepared.image)
+    _check_page(page, prepared.image)
+    assert cer(page.text, phototest_text) == 0.0
+    assert page.lines[0].text.startswith("This is a lot of 12 point text")
+    assert set(page.timings) == {"detection", "recognition", "other"}
+    assert page.timings["detection"] > 0
+    assert page.timings["recognition"] > 0
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_multilingual_page_at_least_as_well_as_tesseract(
+    rapidocr_engine: OcrEngine, tesseract_engine: OcrEngine, multilingual_page: np.ndarray
+) -> None:
+    page = rapidocr_engine.read(multilingual_page)
+    _check_page(page, multilingual_page)
+    rapid = cer(page.text, MULTILINGUAL_TEXT)
+    tess = cer(tesseract_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    assert rapid <= tess, f"rapidocr CER {rapid:.3f}, tesseract {tess:.3f}"
+    # The wheel's recognizer reads accents even with languages=en: nothing is lost.
+    for word in ("über", "Grüße", "marrón", "cão", "città", "préfère"):
+        assert word in page.text
+
+
+@pytest.mark.slow
+def test_rapidocr_reads_two_columns_in_order(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, corpus: Path
+) -> None:
+    _check_two_columns(rapidocr_engine, rapidocr_settings, corpus)
+
+
+@pytest.mark.slow
+def test_rapidocr_corrects_upside_down_page(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
+) -> None:
+    prepared = imaging.prepare_page(phototest.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
+    assert prepared.rotation == 180
+    assert cer(rapidocr_engine.read(prepared.image).text, phototest_text) == 0.0
+
+
+# -- the default engine (easyocr's weights on OpenVINO) against easyocr on torch
+
+
+@pytest.fixture(scope="session")
+def easyocr_torch_engine() -> OcrEngine:
+    return get_engine(Settings(engine="easyocr-torch", languages=("en",)))
+
+
+def test_default_engine_is_easyocr_on_openvino(easyocr_engine: OcrEngine) -> None:
+    from docproc.ocr.easyocr_openvino import EasyOcrOpenVinoEngine, cache_key
+
+    assert isinstance(easyocr_engine, EasyOcrOpenVinoEngine)
+    assert Settings().engine == "easyocr"
+    models = Settings().model_cache_dir / f"easyocr-openvino-{cache_key()}"
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["golden_cer"] <= 0.02
+    assert set(manifest["files"]) == {"craft-int8.xml", "craft-int8.bin", "recognizer.xml", "recognizer.bin"}
+
+
+def test_converted_models_are_checked_by_hash(easyocr_engine: OcrEngine, tmp_path: Path) -> None:
+    from docproc.ocr import easyocr_openvino
+
+    key = easyocr_openvino.cache_key()
+    source = Settings().model_cache_dir / f"easyocr-openvino-{key}"
+    copy = tmp_path / f"easyocr-openvino-{key}"
+    shutil.copytree(source, copy)
+    assert easyocr_openvino.converted_models(tmp_path) == copy  # complete: used as it is
+    weights = copy / "craft-int8.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert not easyocr_openvino._complete(copy)  # a damaged file is never loaded
+
+
+def test_cache_key_follows_the_weights() -> None:
+    from docproc.ocr import easyocr_openvino
+
+    key = easyocr_openvino.cache_key()
+    assert re.fullmatch(r"[0-9a-f]{20}", key)
+    assert easyocr_openvino.cache_key() == key
+
+
+@pytest.mark.slow
+def test_default_engine_reads_like_torch(
+    easyocr_engine: OcrEngine,
+    easyocr_torch_engine: OcrEngine,
+    phototest: Image.Image,
+    phototest_text: str,
+    multilingual_page: np.ndarray,
+) -> None:
+    page = np.asarray(imaging.to_gray8(phototest))
+    fast, reference = easyocr_engine.read(page), easyocr_torch_engine.read(page)
+    _check_page(fast, page)
+    assert cer(fast.text, phototest_text) <= 0.02
+    assert set(fast.timings) == {"detection", "recognition", "other"}
+    # English models lose the accents either way; the faster runtime must not lose more.
+    fast_ml = cer(easyocr_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    torch_ml = cer(easyocr_torch_engine.read(multilingual_page).text, MULTILINGUAL_TEXT)
+    assert fast_ml <= torch_ml + 0.005, f"OpenVINO CER {fast_ml:.3f}, torch {torch_ml:.3f}"
+    assert cer(reference.text, phototest_text) <= 0.02
+
+
+def test_gpu_setting_falls_back_to_the_cpu(phototest: Image.Image, phototest_text: str) -> None:
+    """No GPU here: torch reports none, so ``gpu`` must leave both easyocr engines on the CPU."""
+    import torch
+
+    assert not torch.cuda.is_available()  # this machine has no GPU; the test checks the fallback
+    reference = get_engine(Settings(engine="easyocr-torch", languages=("en",), gpu=True))
+    assert reference.device == "cpu"  # type: ignore[attr-defined]
+    default = get_engine(Settings(engine="easyocr", languages=("en",), gpu=True))
+    assert default.device == "cpu"  # type: ignore[attr-defined]
+    assert default.name == "easyocr"  # without a device the default stays on OpenVINO
+    page = np.asarray(imaging.to_gray8(phototest))
+    assert cer(reference.read(page).text, phototest_text) <= 0.02
+
+
+def test_engines_use_the_workers_share_of_the_cores(easyocr_engine: OcrEngine) -> None:
+    """Two workers on two cores: each engine is built with the thread count its worker owns."""
+    from docproc import runtime
+
+    assert 1 <= runtime.available_cores() <= len(os.sched_getaffinity(0))
+    assert runtime.compute_threads(Settings()) == runtime.available_cores()
+    one = get_engine(Settings(engine="easyocr", languages=("en",), compute_threads=1))
+    assert one is not easyocr_engine or runtime.available_cores() == 1
+    assert one.threads == {1}  # type: ignore[attr-defined]
+    runtime.configure_process(Settings(compute_threads=1))
+    import cv2
+    import torch
+
+    assert torch.get_num_threads() == 1
+    assert cv2.getNumThreads() == 1
+
+
+def test_words_in_order_counts_order() -> None:
+    from docproc.ocr.quality import cer as core_cer
+    from docproc.ocr.quality import words_in_order
+
+    reference = "the left column then the right column"
+    assert words_in_order(reference, reference) == 1.0
+    # Columns interleaved: the words are all there, but not in reading order.
+    assert words_in_order("the right column the left column then", reference) < 0.8
+    assert words_in_order("", reference) == 0.0
+    assert core_cer("The quack fox", "The quick fox") == pytest.approx(1 / 13)

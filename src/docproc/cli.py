@@ -159,6 +159,27 @@ def _print_summary(report: RunReport) -> None:
     out.print(f"report: {report.destination.rstrip('/')}/runs/{report.run_id}/report.md")
 
 
+models_app = typer.Typer(help="Models converted from the installed weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("convert")
+def models_convert(
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Model cache (default: the model_cache_dir setting).")
+    ] = None,
+) -> None:
+    """Convert easyocr's weights for the default OpenVINO engine now (the image does it at build time)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from docproc.ocr.easyocr_openvino import converted_models
+
+    try:
+        target = converted_models(cache_dir or Settings().model_cache_dir)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+    out.print(str(target))
+
+
 def _register_operations() -> None:
     from flows.ops_cli import register
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from docproc.errors import ConfigurationError
 from docproc.nlp.language import detect_language
-from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
+from docproc.ocr import EngineKey, OcrEngine, OcrPage, engine_key, get_engine
 from docproc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ AUTO_CANDIDATES = frozenset({"en", "de", "fr", "es", "it", "pt"})
 # A detection less sure than this keeps the first reading.
 _MIN_SCORE = 0.5
 # Engines auto mode found it cannot build in this process (a language pack or model missing).
-_unavailable: set[tuple[str, tuple[str, ...], bool]] = set()
+_unavailable: set[EngineKey] = set()
 
 
 def engine_settings(settings: Settings) -> Settings:
@@ -45,6 +45,9 @@ def read(image: np.ndarray, engine: OcrEngine, settings: Settings) -> tuple[OcrP
     if found.code not in AUTO_CANDIDATES or found.code in FIRST_PASS or found.score < _MIN_SCORE:
         return first, FIRST_PASS
     languages = (found.code, *FIRST_PASS)
+    if engine.one_model_for_languages:
+        # rapidocr reads every language it knows with one model: a second reading would be the same.
+        return first, languages
     second = settings.model_copy(update={"languages": languages})
     key = engine_key(second)
     if key in _unavailable:

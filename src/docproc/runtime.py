@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
+from pathlib import Path
 
 from docproc import logcontext
 from docproc.settings import Settings
@@ -21,11 +23,14 @@ def configure_process(settings: Settings) -> None:
     logcontext.install()
     for message in _TORCH_NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
-    threads = settings.compute_threads
-    if threads is None:
-        return
+    threads = compute_threads(settings)
+    import cv2
     import torch
 
+    # OpenCV (easyocr's pre- and post-processing) keeps its own thread pool; one worker's
+    # share of the cores is all it gets, like torch. OpenVINO and ONNX Runtime get the same
+    # count when the engine is built (docproc.ocr.get_engine); tesseract runs on one thread.
+    cv2.setNumThreads(threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
         log.debug("torch threads set to %d", threads)
@@ -42,4 +47,18 @@ def warm_up(settings: Settings) -> None:
 
 
 def available_cores() -> int:
-    return len(os.sched_getaffinity(0))
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a pod's
+    CPU limit), rounded up."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def compute_threads(settings: Settings) -> int:
+    """Threads for the OCR runtimes of this process: the setting, else every core it owns."""
+    return settings.compute_threads or available_cores()

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from docproc import __version__
 
-EngineName = Literal["easyocr", "tesseract"]
+EngineName = Literal["easyocr", "easyocr-torch", "rapidocr", "tesseract"]
 
 
 class Scope(enum.Enum):
@@ -44,14 +44,31 @@ class Settings(BaseSettings):
 
     # -- extraction
     engine: Annotated[EngineName, RESULT] = Field(
-        "easyocr", description="OCR engine: easyocr (default) or tesseract."
+        "easyocr",
+        description=(
+            "OCR engine: easyocr (default: easyocr's models on OpenVINO), easyocr-torch "
+            "(the same models on torch, the reference), rapidocr or tesseract."
+        ),
     )
     languages: Annotated[tuple[str, ...], NoDecode, RESULT] = Field(
         ("en",),
         description="OCR languages as ISO 639-1 codes, comma-separated (en,de,fr), or auto: "
         "detect each page's language from a first English reading and read it again with that language.",
     )
-    gpu: Annotated[bool, LOCAL] = Field(False, description="Let easyocr use a GPU if torch sees one.")
+    gpu: Annotated[bool, LOCAL] = Field(
+        False,
+        description=(
+            "Run OCR on a GPU when one is present: the easyocr engines use torch on CUDA, rapidocr "
+            "ONNX Runtime's CUDA provider; without a device they stay on the CPU."
+        ),
+    )
+    model_cache_dir: Annotated[Path, LOCAL] = Field(
+        default_factory=lambda: Path.home() / ".cache" / "docproc" / "models",
+        description=(
+            "Where models converted from the installed weights are kept, by the weights' hash "
+            "(the image converts them at build time into a read-only copy)."
+        ),
+    )
     dpi: Annotated[int, RESULT] = Field(
         200, ge=50, le=600, description="Rasterization DPI for PDF pages without text."
     )

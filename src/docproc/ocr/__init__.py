@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from docproc.errors import ConfigurationError
 from docproc.ocr.base import OcrEngine, OcrLine, OcrPage, Segment
+from docproc.runtime import compute_threads
 from docproc.settings import Settings
 
 __all__ = ["OcrEngine", "OcrLine", "OcrPage", "Segment", "clear_engines", "get_engine"]
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str, tuple[str, ...], bool]
+EngineKey = tuple[str, tuple[str, ...], bool, int, Path]
+# The languages the default engine has OpenVINO models for (converted from english_g2.pth).
+OPENVINO_LANGUAGES = ("en",)
 
 _engines: dict[EngineKey, OcrEngine] = {}
 # Built under the lock: two threads of one worker asking at once must not load two Readers.
@@ -25,8 +29,16 @@ _engines_lock = threading.Lock()
 
 
 def engine_key(settings: Settings) -> EngineKey:
-    """What makes two engines different: the engine, its languages and the GPU switch."""
-    return (settings.engine, tuple(settings.languages), settings.gpu)
+    """What makes two engines different: the engine, its languages, the GPU switch and the
+    compute threads (inference sessions fix their thread pools when they are built) and where
+    converted models are cached."""
+    return (
+        settings.engine,
+        tuple(settings.languages),
+        settings.gpu,
+        compute_threads(settings),
+        settings.model_cache_dir,
+    )
 
 
 def get_engine(settings: Settings) -> OcrEngine:
@@ -47,9 +59,16 @@ def clear_engines() -> None:
 
 
 def _build(key: EngineKey) -> OcrEngine:
-    name, languages, gpu = key
+    name, languages, gpu, threads, cache_dir = key
     log.info("building OCR engine %s for languages %s", name, ",".join(languages))
-    if name == "easyocr":
+    if name == "easyocr" and languages == OPENVINO_LANGUAGES and not (gpu and _cuda_available()):
+        from docproc.ocr.easyocr_openvino import EasyOcrOpenVinoEngine, converted_models
+
+        return EasyOcrOpenVinoEngine(languages, models=converted_models(cache_dir), threads=threads)
+    if name in ("easyocr", "easyocr-torch"):
+        # The default engine on a GPU is easyocr's torch models on the device; for languages
+        # beyond the converted English models it is easyocr on torch with their weights (which
+        # it names when they are not installed).
         from docproc.ocr.easyocr_engine import EasyOcrEngine
 
         return EasyOcrEngine(languages, gpu=gpu)
@@ -57,4 +76,14 @@ def _build(key: EngineKey) -> OcrEngine:
         from docproc.ocr.tesseract_engine import TesseractEngine
 
         return TesseractEngine(languages)
+    if name == "rapidocr":
+        from docproc.ocr.rapidocr_engine import RapidOcrEngine
+
+        return RapidOcrEngine(languages, gpu=gpu, threads=threads)
     raise ConfigurationError(f"unknown OCR engine {name!r}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

@@ -7,7 +7,8 @@ know nothing about documents, storage or orchestration (like OCRmyPDF's ``OcrEng
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,18 +24,28 @@ class OcrLine:
 
 @dataclass(frozen=True)
 class OcrPage:
-    """A page's lines and text, both in reading order."""
+    """A page's lines and text, both in reading order.
+
+    ``timings`` are the wall seconds the engine spent on ``detection``, ``recognition`` and
+    ``other`` work (pre- and post-processing, reading order) for this page, where it can tell.
+    """
 
     lines: tuple[OcrLine, ...]
     text: str
     mean_confidence: float | None
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_lines(cls, lines: tuple[OcrLine, ...]) -> OcrPage:
+    def from_lines(cls, lines: tuple[OcrLine, ...], timings: Mapping[str, float] | None = None) -> OcrPage:
         """Join ordered lines into a page; the mean confidence is weighted by characters."""
         chars = sum(len(line.text) for line in lines)
         mean = sum(line.confidence * len(line.text) for line in lines) / chars if chars else None
-        return cls(lines=lines, text="\n".join(line.text for line in lines), mean_confidence=mean)
+        return cls(
+            lines=lines,
+            text="\n".join(line.text for line in lines),
+            mean_confidence=mean,
+            timings=dict(timings or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ class OcrEngine(abc.ABC):
     """An OCR engine. Instances are expensive (models, processes): get them from ``get_engine``."""
 
     name: str
+    # True when the engine reads every language it accepts with the same model (rapidocr's
+    # one Latin dictionary): a page found to be in another language needs no second reading.
+    one_model_for_languages: bool = False
 
     @abc.abstractmethod
     def read(self, image: np.ndarray) -> OcrPage:
