@@ -7,6 +7,8 @@ them can show (symlink escapes on disk, object names in the bucket) follows in i
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import threading
 import tracemalloc
@@ -16,10 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from docproc.errors import ConfigurationError, ObjectNotFoundError
+from docproc.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    PermanentDocumentError,
+    SourceMissingError,
+)
 from docproc.jobs import sha256_file
 from docproc.settings import Settings
-from docproc.storage import LocalStorage, ObjectInfo, Storage, open_storage
+from docproc.storage import LocalStorage, ObjectInfo, Storage, open_storage, source_copy
 from docproc.storage.s3 import S3Storage
 from tests.fixtures.minio import MinioServer
 
@@ -199,6 +207,21 @@ class TestStorageContract:
         with pytest.raises(ObjectNotFoundError), storage.local_copy("inbox/missing.pdf"):
             pass
 
+    def test_vanished_source_is_a_document_error(self, storage: Storage) -> None:
+        storage.write_bytes("inbox/gone.pdf", b"%PDF-1.7")
+        listed = list(storage.iter_objects("inbox"))
+        storage.delete("inbox/gone.pdf")  # deleted between listing and processing
+        with (
+            pytest.raises(SourceMissingError, match=r"gone\.pdf") as info,
+            source_copy(storage, listed[0].key),
+        ):
+            pass
+        assert isinstance(info.value, PermanentDocumentError)
+        assert info.value.reason == "source_missing"
+        storage.write_bytes("inbox/here.pdf", b"%PDF-1.7")
+        with source_copy(storage, "inbox/here.pdf") as path:
+            assert path.read_bytes() == b"%PDF-1.7"
+
     def test_write_file_from_missing_local_file(self, storage: Storage, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError):
             storage.write_file("inbox/x.pdf", tmp_path / "does-not-exist.pdf")
@@ -276,6 +299,71 @@ class TestLocalStorageStaysInsideRoot:
         assert [o.key for o in LocalStorage(root).iter_objects()] == ["inbox/a.pdf"]
 
 
+class TestLocalStorageIsDurable:
+    def test_writes_are_fsynced_before_and_after_the_rename(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A power cut cannot be staged here, so the test records the real system calls (they
+        still run) and checks the order a crash-safe write needs: the data reaches the disk
+        before the rename makes it visible, and the rename itself is fsynced in its folder.
+        Without that, a crash can leave an empty result that breaks every later run."""
+        storage = LocalStorage(tmp_path / "root")
+        calls: list[tuple[str, str]] = []
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            real_fsync(fd)
+
+        def replace(src: str, dst: str) -> None:
+            calls.append(("replace", str(dst)))
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        source = tmp_path / "scan.pdf"
+        source.write_bytes(b"%PDF-1.7 scan")
+        for key, write in [
+            ("results/new/a.json", lambda k: storage.write_bytes(k, b"{}")),
+            ("results/new/a.json", lambda k: storage.write_bytes(k, b'{"v": 2}')),
+            ("quarantine/x/scan.pdf", lambda k: storage.write_file(k, source)),
+        ]:
+            calls.clear()
+            write(key)
+            target = storage.root / key
+            replaced = calls.index(("replace", str(target)))
+            tmp_synced = [
+                i
+                for i, (op, path) in enumerate(calls)
+                if op == "fsync"
+                and Path(path).parent == target.parent
+                and Path(path).name.startswith(".tmp-")
+            ]
+            assert tmp_synced, calls
+            assert tmp_synced[0] < replaced, calls
+            assert ("fsync", str(target.parent)) in calls[replaced + 1 :], calls
+        assert storage.read_bytes("results/new/a.json") == b'{"v": 2}'
+        assert storage.read_bytes("quarantine/x/scan.pdf") == b"%PDF-1.7 scan"
+        assert not [p for p in (storage.root / "results/new").iterdir() if p.name.startswith(".tmp-")]
+
+    def test_new_folders_are_fsynced_in_their_parent(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = LocalStorage(tmp_path / "root")
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        storage.write_bytes("text/deep/er/t.txt", b"t")
+        root = storage.root
+        for folder in (root, root / "text", root / "text/deep", root / "text/deep/er"):
+            assert str(folder) in synced, synced
+
+
 class TestS3Storage:
     def test_keys_are_relative_to_the_prefix(self, minio_server: MinioServer) -> None:
         prefix = f"p-{uuid.uuid4().hex[:8]}/nested"
@@ -299,6 +387,66 @@ class TestS3Storage:
             assert path.read_bytes() == b"II*\x00"
         assert not path.exists()
         assert not path.parent.exists()
+
+    def test_one_denied_object_is_a_document_error(self, minio_server: MinioServer) -> None:
+        """A real bucket policy denies one object to a client; only that object fails, as
+        AccessDeniedError (quarantine ``access_denied``), never a ConfigurationError (exit 2).
+        The client is anonymous because MinIO's root user is above every policy."""
+        bucket = minio_server.make_bucket(f"denied-{uuid.uuid4().hex[:8]}")
+        arn = f"arn:aws:s3:::{bucket}"
+        anyone = {"AWS": ["*"]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": anyone, "Action": ["s3:ListBucket"], "Resource": [arn]},
+                {
+                    "Effect": "Allow",
+                    "Principal": anyone,
+                    "Action": ["s3:GetObject", "s3:PutObject"],
+                    "Resource": [f"{arn}/*"],
+                },
+                {
+                    "Effect": "Deny",
+                    "Principal": anyone,
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"{arn}/inbox/secret.pdf"],
+                },
+                {
+                    "Effect": "Deny",
+                    "Principal": anyone,
+                    "Action": ["s3:PutObject"],
+                    "Resource": [f"{arn}/results/locked.json"],
+                },
+            ],
+        }
+        root = minio_server.client()
+        root.set_bucket_policy(bucket, json.dumps(policy))
+        for name in ("inbox/open.pdf", "inbox/secret.pdf"):
+            root.put_object(bucket, name, io.BytesIO(b"%PDF-1.7"), 8)
+        anonymous = S3Storage(
+            bucket, "", minio_server.settings(s3_access_key="", s3_secret_key="", s3_sse="none")
+        )
+        assert [o.key for o in anonymous.iter_objects("inbox")] == ["inbox/open.pdf", "inbox/secret.pdf"]
+        assert anonymous.read_bytes("inbox/open.pdf") == b"%PDF-1.7"
+        with pytest.raises(AccessDeniedError, match=r"inbox/secret\.pdf") as info:
+            anonymous.read_bytes("inbox/secret.pdf")
+        assert info.value.reason == "access_denied"
+        assert isinstance(info.value, PermanentDocumentError)
+        with pytest.raises(AccessDeniedError), source_copy(anonymous, "inbox/secret.pdf"):
+            pass
+        with pytest.raises(AccessDeniedError):
+            anonymous.exists("inbox/secret.pdf")
+        anonymous.write_bytes("results/open.json", b"{}")
+        with pytest.raises(AccessDeniedError, match=r"locked\.json"):
+            anonymous.write_bytes("results/locked.json", b"{}")
+        # A listing the client may not do at all is still a configuration problem: nothing can work.
+        closed = S3Storage(
+            minio_server.make_bucket(f"closed-{uuid.uuid4().hex[:8]}"),
+            "",
+            minio_server.settings(s3_access_key="", s3_secret_key="", s3_sse="none"),
+        )
+        with pytest.raises(ConfigurationError, match="AccessDenied"):
+            list(closed.iter_objects("inbox"))
 
     def test_missing_bucket_is_a_configuration_error(self, minio_server: MinioServer) -> None:
         storage = S3Storage.from_url("s3://no-such-bucket-here/x", minio_server.settings())

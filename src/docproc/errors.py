@@ -52,6 +52,33 @@ class OcrFailedError(PermanentDocumentError):
     reason = "ocr_failed"
 
 
+class EmptyDocumentError(PermanentDocumentError):
+    """The document has no content at all (a zero-byte file)."""
+
+    reason = "empty"
+
+
+class AccessDeniedError(PermanentDocumentError):
+    """Storage refused access to this one object (S3 ``AccessDenied``, a local permission error).
+
+    A fact about the object, not the run: a bucket policy or ACL can deny a single key while the
+    rest of the inbox is readable, so the document is quarantined and the run goes on. A denied
+    *listing* or bucket stays a :class:`ConfigurationError`, since then nothing can work.
+    """
+
+    reason = "access_denied"
+
+
+class SourceMissingError(PermanentDocumentError):
+    """The source document vanished between listing and processing (deleted or renamed).
+
+    Raised by :func:`docproc.storage.source_copy` where ``local_copy`` would raise
+    :class:`ObjectNotFoundError`; a per-document outcome, never a failed run.
+    """
+
+    reason = "source_missing"
+
+
 class InternalDocumentError(PermanentDocumentError):
     """docproc failed on this document in a way it did not foresee (a bug): quarantined so that
     the other documents go on, and reported with the exception for the maintainers."""

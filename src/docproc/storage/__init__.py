@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from docproc.settings import Settings
-from docproc.storage.base import ObjectInfo, Storage, clean_key
+from docproc.storage.base import ObjectInfo, Storage, clean_key, source_copy
 from docproc.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "ObjectInfo", "Storage", "clean_key", "open_storage"]
+__all__ = ["LocalStorage", "ObjectInfo", "Storage", "clean_key", "open_storage", "source_copy"]
 
 
 def open_storage(location: str, settings: Settings) -> Storage:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import abc
 import posixpath
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from docproc.errors import ConfigurationError
+from docproc.errors import ConfigurationError, ObjectNotFoundError, SourceMissingError
 
 MAX_KEY_BYTES = 1024  # S3's limit; local folders split it into components of at most 255 bytes
 
@@ -68,3 +68,15 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
+
+
+@contextmanager
+def source_copy(storage: Storage, key: str) -> Iterator[Path]:
+    """``storage.local_copy(key)`` for a listed source document: a source that vanished since
+    the listing is :class:`~docproc.errors.SourceMissingError`, a per-document outcome."""
+    with ExitStack() as stack:
+        try:
+            path = stack.enter_context(storage.local_copy(key))
+        except ObjectNotFoundError as exc:
+            raise SourceMissingError(f"{key} vanished from {storage.url} after it was listed") from exc
+        yield path

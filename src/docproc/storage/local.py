@@ -8,11 +8,22 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from docproc.errors import ConfigurationError, ObjectNotFoundError
+from docproc.errors import AccessDeniedError, ConfigurationError, ObjectNotFoundError
 from docproc.storage.base import ObjectInfo, Storage, clean_key
 
 MAX_NAME_BYTES = 255
+_COPY_CHUNK = 1 << 20
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable (POSIX needs the folder fsynced too)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStorage(Storage):
@@ -60,33 +71,62 @@ class LocalStorage(Storage):
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise ObjectNotFoundError(key) from exc
+        except PermissionError as exc:
+            raise AccessDeniedError(f"cannot read {key}: permission denied") from exc
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents, each made durable in its own parent."""
+        missing: list[Path] = []
+        current = folder
+        while not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # a concurrent writer made it
+            _fsync_dir(path.parent)
 
     @contextmanager
-    def _atomic_target(self, key: str) -> Iterator[Path]:
+    def _atomic_target(self, key: str) -> Iterator[BinaryIO]:
+        """A temporary file beside the target: written, fsynced, renamed over the target, and
+        the rename fsynced in the folder, so that after a crash the key holds the old content
+        or the whole new content, never an empty or partial file."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        os.close(fd)
         try:
-            yield Path(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        with self._atomic_target(key) as tmp:
-            tmp.write_bytes(data)
+        with self._atomic_target(key) as fh:
+            fh.write(data)
 
     def write_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        with self._atomic_target(key) as tmp:
-            shutil.copyfile(path, tmp)
+        with self._atomic_target(key) as fh, path.open("rb") as src:
+            shutil.copyfileobj(src, fh, _COPY_CHUNK)
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         path = self._path(key)
         if not path.is_file():
             raise ObjectNotFoundError(key)
+        try:
+            # Opened once here so that an unreadable file is a per-document error at the door.
+            path.open("rb").close()
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(key) from exc
+        except PermissionError as exc:
+            raise AccessDeniedError(f"cannot read {key}: permission denied") from exc
         yield path
 
     def delete(self, key: str) -> None:

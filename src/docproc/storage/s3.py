@@ -32,7 +32,12 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.sse import Sse, SseCustomerKey, SseS3
 
-from docproc.errors import ConfigurationError, ObjectNotFoundError, StorageUnavailableError
+from docproc.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    StorageUnavailableError,
+)
 from docproc.settings import Settings
 from docproc.storage.base import MAX_KEY_BYTES, ObjectInfo, Storage, clean_key
 
@@ -64,6 +69,7 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+_DENIED_CODES = frozenset({"AccessDenied"})
 # What a server answers when a customer key is sent for an object stored without one
 # (GET: InvalidRequest "The encryption parameters are not applicable"; HEAD has no body: BadRequest).
 _SSEC_NOT_APPLICABLE_CODES = frozenset({"InvalidRequest", "BadRequest", "InvalidArgument"})
@@ -260,6 +266,10 @@ class S3Storage(Storage):
                 return ObjectNotFoundError(key or target)
             if exc.code == "NoSuchBucket":
                 return ConfigurationError(f"bucket {self.bucket!r} does not exist on {self.endpoint}")
+            if exc.code in _DENIED_CODES and key and op != "list":
+                # A policy can deny one object while the rest of the inbox is readable: that
+                # document is quarantined, the run goes on. A denied listing stops the run below.
+                return AccessDeniedError(self._redact(f"S3 denied {op} {target}: {exc.code}: {exc.message}"))
             return ConfigurationError(self._redact(f"S3 refused {op} {target}: {exc.code}: {exc.message}"))
         if _is_tls_failure(exc):
             return ConfigurationError(
