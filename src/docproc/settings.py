@@ -6,10 +6,11 @@ docproc reads ``os.environ``. Credentials are ``SecretStr`` so they never print.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,18 +19,22 @@ from docproc import __version__
 
 EngineName = Literal["easyocr", "tesseract"]
 
-# Fields whose value changes what a result contains; they go into the result fingerprint
-# so that a changed setting produces a new result key instead of a stale cache hit.
-RESULT_FIELDS: tuple[str, ...] = (
-    "engine",
-    "languages",
-    "dpi",
-    "ocr_min_side",
-    "ocr_max_side",
-    "detect_orientation",
-    "deskew",
-    "min_confidence",
-)
+
+class Scope(enum.Enum):
+    """What a setting changes. Every field is annotated with exactly one (checked at import),
+    so a new field cannot be added without deciding whether it belongs in the fingerprint."""
+
+    RESULT = "result"
+    """Changes what a result contains: part of the fingerprint, so a changed value gives a new
+    result key instead of a stale cache hit; workers use the flow's value."""
+    OUTCOME = "outcome"
+    """Changes whether a document is processed or quarantined (limits), not the content of a
+    result: not in the fingerprint, but workers use the flow's value."""
+    LOCAL = "local"
+    """Where and how the work runs (connections, credentials, threads, retries): per process."""
+
+
+RESULT, OUTCOME, LOCAL = Scope.RESULT, Scope.OUTCOME, Scope.LOCAL
 
 
 class Settings(BaseSettings):
@@ -38,85 +43,121 @@ class Settings(BaseSettings):
     )
 
     # -- extraction
-    engine: EngineName = Field("easyocr", description="OCR engine: easyocr (default) or tesseract.")
-    languages: tuple[str, ...] = Field(("en",), description="OCR languages (easyocr codes).")
-    gpu: bool = Field(False, description="Let easyocr use a GPU if torch sees one.")
-    dpi: int = Field(200, ge=50, le=600, description="Rasterization DPI for PDF pages without text.")
-    ocr_min_side: int = Field(
+    engine: Annotated[EngineName, RESULT] = Field(
+        "easyocr", description="OCR engine: easyocr (default) or tesseract."
+    )
+    languages: Annotated[tuple[str, ...], RESULT] = Field(
+        ("en",), description="OCR languages (easyocr codes)."
+    )
+    gpu: Annotated[bool, LOCAL] = Field(False, description="Let easyocr use a GPU if torch sees one.")
+    dpi: Annotated[int, RESULT] = Field(
+        200, ge=50, le=600, description="Rasterization DPI for PDF pages without text."
+    )
+    ocr_min_side: Annotated[int, RESULT] = Field(
         640, ge=100, description="Pages whose longer side is shorter are upscaled to it before OCR."
     )
-    ocr_max_side: int = Field(
+    ocr_max_side: Annotated[int, RESULT] = Field(
         2600, ge=500, description="Pages whose longer side is longer are downscaled to it before OCR."
     )
-    detect_orientation: bool = Field(True, description="Detect and undo 90/180/270 page rotation.")
-    deskew: bool = Field(True, description="Detect and undo small skew angles.")
-    min_confidence: float = Field(
+    detect_orientation: Annotated[bool, RESULT] = Field(
+        True, description="Detect and undo 90/180/270 page rotation."
+    )
+    deskew: Annotated[bool, RESULT] = Field(True, description="Detect and undo small skew angles.")
+    min_confidence: Annotated[float, RESULT] = Field(
         0.5, ge=0, le=1, description="Mean OCR confidence under which a document needs review."
     )
-    min_text_layer_chars: int = Field(
+    min_text_layer_chars: Annotated[int, RESULT] = Field(
         16, ge=1, description="A PDF page with at least this many text-layer characters is not OCRed."
     )
 
+    nlp_max_chars: Annotated[int, RESULT] = Field(
+        1_000_000,
+        ge=1000,
+        description=(
+            "Entities and document type are found in the first this many characters of a document's"
+            " text (bounds NLP time on huge text); the full text is still in the result, and a longer"
+            " one is flagged nlp_truncated."
+        ),
+    )
+
     # -- limits (decompression bombs and runaway inputs end as quarantine `too_large`)
-    max_document_bytes: int = Field(200 * 2**20, description="Largest accepted document, bytes.")
-    max_pages: int = Field(1000, ge=1, description="Most pages accepted in one document.")
-    max_page_pixels: int = Field(
+    max_document_bytes: Annotated[int, OUTCOME] = Field(
+        200 * 2**20, description="Largest accepted document, bytes."
+    )
+    max_pages: Annotated[int, OUTCOME] = Field(1000, ge=1, description="Most pages accepted in one document.")
+    max_page_pixels: Annotated[int, OUTCOME] = Field(
         90_000_000, ge=1, description="Most pixels in one page image (before scaling)."
     )
 
     # -- execution
-    workers: int = Field(2, ge=1, description="Dask worker processes of the local cluster.")
-    threads_per_worker: int = Field(1, ge=1, description="Threads per local Dask worker.")
-    batch_size: int = Field(8, ge=1, description="Pages per OCR batch (one Dask task each).")
-    dask_address: str | None = Field(
+    workers: Annotated[int, LOCAL] = Field(2, ge=1, description="Dask worker processes of the local cluster.")
+    threads_per_worker: Annotated[int, LOCAL] = Field(1, ge=1, description="Threads per local Dask worker.")
+    batch_size: Annotated[int, LOCAL] = Field(
+        8, ge=1, description="Pages per OCR batch (one Dask task each)."
+    )
+    dask_address: Annotated[str | None, LOCAL] = Field(
         None, description="Address of an existing Dask scheduler (tcp://host:8786)."
     )
-    dask_cluster_class: str | None = Field(
+    dask_cluster_class: Annotated[str | None, LOCAL] = Field(
         None, description="Import path of a Dask cluster class (e.g. dask_kubernetes.operator.KubeCluster)."
     )
-    dask_cluster_kwargs: dict[str, Any] = Field(
+    dask_cluster_kwargs: Annotated[dict[str, Any], LOCAL] = Field(
         default_factory=dict, description="Keyword arguments for dask_cluster_class."
     )
-    dask_adapt_max: int | None = Field(
+    dask_adapt_max: Annotated[int | None, LOCAL] = Field(
         None, ge=1, description="With dask_cluster_class: adapt between 1 and this many workers."
     )
-    compute_threads: int | None = Field(
+    compute_threads: Annotated[int | None, LOCAL] = Field(
         None, ge=1, description="Torch threads per worker process (default: cores / local workers)."
     )
-    force: bool = Field(False, description="Reprocess documents that already have a result.")
-    retries: int = Field(3, ge=0, description="Retries of a batch on transient errors.")
-    retry_delay_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles each time.")
+    force: Annotated[bool, LOCAL] = Field(
+        False, description="Reprocess documents that already have a result."
+    )
+    retries: Annotated[int, LOCAL] = Field(3, ge=0, description="Retries of a batch on transient errors.")
+    retry_delay_seconds: Annotated[float, LOCAL] = Field(
+        2.0, ge=0, description="First retry delay; doubles each time."
+    )
 
     # -- storage
-    s3_endpoint: str = Field("127.0.0.1:9000", description="MinIO/S3 endpoint, host:port.")
-    s3_access_key: SecretStr = Field(SecretStr(""), description="S3 access key.")
-    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
-    s3_secure: bool = Field(False, description="Use TLS to reach the S3 endpoint.")
-    s3_ca_bundle: Path | None = Field(None, description="CA bundle to verify the S3 endpoint's TLS.")
-    s3_region: str | None = Field(None, description="S3 region.")
-    s3_sse: Literal["none", "s3", "c"] = Field(
+    s3_endpoint: Annotated[str, LOCAL] = Field("127.0.0.1:9000", description="MinIO/S3 endpoint, host:port.")
+    s3_access_key: Annotated[SecretStr, LOCAL] = Field(SecretStr(""), description="S3 access key.")
+    s3_secret_key: Annotated[SecretStr, LOCAL] = Field(SecretStr(""), description="S3 secret key.")
+    s3_secure: Annotated[bool, LOCAL] = Field(False, description="Use TLS to reach the S3 endpoint.")
+    s3_ca_bundle: Annotated[Path | None, LOCAL] = Field(
+        None, description="CA bundle to verify the S3 endpoint's TLS."
+    )
+    s3_region: Annotated[str | None, LOCAL] = Field(None, description="S3 region.")
+    s3_sse: Annotated[Literal["none", "s3", "c"], LOCAL] = Field(
         "none", description="Server-side encryption: none, s3 (SSE-S3/KMS) or c (SSE-C)."
     )
-    s3_sse_c_key: SecretStr | None = Field(
+    s3_sse_c_key: Annotated[SecretStr | None, LOCAL] = Field(
         None, description="SSE-C key: 32 bytes, base64 encoded (with s3_sse=c)."
     )
 
     # -- alerts
-    alert_webhook_url: SecretStr | None = Field(
+    alert_webhook_url: Annotated[SecretStr | None, LOCAL] = Field(
         None, description="Webhook notified when a run fails or quarantines too much."
     )
-    alert_quarantine_share: float = Field(
+    alert_quarantine_share: Annotated[float, LOCAL] = Field(
         0.5, ge=0, le=1, description="Quarantined share of a run above which an alert is sent."
     )
 
     # -- events
-    events_token: SecretStr | None = Field(
+    events_token: Annotated[SecretStr | None, LOCAL] = Field(
         None, description="Bearer token the MinIO webhook must present to `docproc events serve`."
     )
 
+    @classmethod
+    def scope(cls, name: str) -> Scope:
+        return next(m for m in cls.model_fields[name].metadata if isinstance(m, Scope))
+
+    @classmethod
+    def fields_of(cls, *scopes: Scope) -> tuple[str, ...]:
+        return tuple(name for name in cls.model_fields if cls.scope(name) in scopes)
+
     def fingerprint(self) -> str:
-        """Hash of the pipeline version and every setting that changes a result."""
-        material = {"pipeline": __version__, **{f: getattr(self, f) for f in RESULT_FIELDS}}
+        """Hash of the pipeline version and every setting that changes a result (``Scope.RESULT``)."""
+        material = {"pipeline": __version__, **{f: getattr(self, f) for f in self.fields_of(RESULT)}}
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -130,3 +171,29 @@ class Settings(BaseSettings):
             for name in self.model_fields_set
             if not isinstance(getattr(self, name), SecretStr)
         }
+
+    def for_workers(self) -> dict[str, Any]:
+        """JSON-ready values that make a worker's settings agree with these on every result and
+        outcome: all ``RESULT`` and ``OUTCOME`` fields, set or default, plus the explicitly set
+        non-secret ``LOCAL`` ones. Rebuild with :meth:`from_flow`; a ``DOCPROC_*`` variable set
+        only on a worker can then no longer change its results behind the flow's back."""
+        names = set(self.fields_of(RESULT, OUTCOME)) | set(self.overrides())
+        return self.model_dump(mode="json", include=names)
+
+    @classmethod
+    def from_flow(cls, values: dict[str, Any]) -> Settings:
+        """A worker's settings: the flow's :meth:`for_workers` values win over the worker's own
+        environment, which still supplies credentials and connection details."""
+        return cls(**values)
+
+
+def _check_scopes(cls: type[BaseSettings]) -> None:
+    for name, field in cls.model_fields.items():
+        scopes = [m for m in field.metadata if isinstance(m, Scope)]
+        if len(scopes) != 1:
+            raise TypeError(
+                f"{cls.__name__}.{name} needs exactly one Scope annotation (RESULT, OUTCOME or LOCAL)"
+            )
+
+
+_check_scopes(Settings)
