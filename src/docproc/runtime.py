@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from docproc import logcontext
@@ -22,7 +23,9 @@ def configure_process(settings: Settings) -> None:
     for message in _TORCH_NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     threads = settings.compute_threads
-    if threads is None:
+    # Only easyocr runs on torch: other engines must not pay for importing it (seconds, and
+    # hundreds of MB, in every worker process, also each time a worker is restarted).
+    if threads is None or (settings.engine != "easyocr" and "torch" not in sys.modules):
         return
     import torch
 

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
+from collections.abc import Callable
 
 from docproc.errors import ConfigurationError
 from docproc.ocr.base import OcrEngine, OcrLine, OcrPage, Segment
@@ -57,4 +59,19 @@ def _build(key: EngineKey) -> OcrEngine:
         from docproc.ocr.tesseract_engine import TesseractEngine
 
         return TesseractEngine(languages)
+    if ":" in name:
+        return _plugin(name, languages)
     raise ConfigurationError(f"unknown OCR engine {name!r}")
+
+
+def _plugin(path: str, languages: tuple[str, ...]) -> OcrEngine:
+    """An engine named by import path, ``package.module:EngineClass``."""
+    module_name, _, attr = path.partition(":")
+    try:
+        engine_cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"OCR engine {path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(engine_cls, type) and issubclass(engine_cls, OcrEngine)):
+        raise ConfigurationError(f"OCR engine {path!r} is not an OcrEngine subclass")
+    factory: Callable[[tuple[str, ...]], OcrEngine] = engine_cls
+    return factory(languages)
