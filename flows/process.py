@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import dask
 import distributed
 from distributed import KilledWorker
 from prefect import flow, get_run_logger
@@ -66,6 +67,7 @@ INSPECT_CHUNK = 64  # documents per inspection unit: hashing and header checks, 
 PROGRESS_SECONDS = 2.0  # the progress artifact is updated at most this often
 # A document whose attempts end their worker this many times is quarantined.
 MAX_WORKER_DEATHS = 2
+LOST_WORKER_TIMEOUT = "15 minutes"
 OUTPUT_PREFIXES = ("results/", "text/", "quarantine/", "parts/", "runs/", "attempts/", "index/")
 
 ProgressListener = Callable[[int, int], None]
@@ -114,6 +116,11 @@ def build_task_runner(settings: Settings) -> Any:  # a DaskTaskRunner; prefect-d
             adapt_kwargs=adapt,
         )
     worker_values = _with_core_share(settings).for_workers()
+    # A worker that dies is restarted by its nanny, but the cluster gives up on (and closes)
+    # a nanny whose new worker has not joined within this timeout: 15 s by default, less than
+    # a worker takes to start (and load its models) on a busy machine. Measured: after two
+    # crashes both workers were gone for good and the run hung.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT})
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
