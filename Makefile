@@ -12,7 +12,7 @@ help: ## list targets
 env: ## create/update .venv from uv.lock
 	@scripts/bootstrap.sh
 
-tools: ## install external tools (MinIO server, helm, ...) into $(DOCPROC_TOOLS_DIR)
+tools: ## install external tools (MinIO server, helm 3 and 4, kind and Kubernetes, ...) into $(DOCPROC_TOOLS_DIR)
 	@for s in scripts/tools/*.sh; do bash "$$s" >/dev/null || exit 1; done
 
 run: env ## process samples/ into out/ on the embedded default (no server, local Dask)
@@ -23,8 +23,14 @@ lint: env ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check src flows tests benchmarks
 	$(VENV)/bin/mypy
 
-test: env tools lint ## install everything the tests need and run the whole suite
+# The docproc image (mostly downloads) is built while the tools compile (mostly CPU): on 2 cores that
+# overlap saves most of the image's cold time. Then the suite, then the kind end-to-end run.
+test: env ## install everything the tests need, run the whole suite, then the kind end-to-end run
+	bash scripts/tools/kind.sh debs >/dev/null
+	$(MAKE) --no-print-directory -j2 --output-sync=target tools image
+	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
+	$(MAKE) --no-print-directory kind-test
 
 bench: env ## benchmark: plain easyocr loop vs docproc run with 1 and 2 workers
 	$(PY) -m benchmarks.run

@@ -1,8 +1,10 @@
-"""The work pool, its priority queues and the deployments of docproc, applied against a Prefect API.
+"""The work pool and its priority queues of docproc; its deployments go through `prefect deploy`.
 
 The queues come from ``docproc.queues`` (the one definition); the deployments from
-``prefect.yaml``. Everything here is idempotent: applying twice leaves one pool, one queue per
-priority and one deployment per entry, updated in place.
+``prefect.yaml``, registered by Prefect's own ``prefect deploy --all`` so that what a user
+deploys by hand and what ``docproc pool apply`` deploys are one and the same. Everything here
+is idempotent: applying twice leaves one pool, one queue per priority and one deployment per
+entry, updated in place.
 
 Queue priority at the pool level: the server hands a polling worker its scheduled runs
 ordered by queue priority first and scheduled time second, and only as many as the pool's free
@@ -16,102 +18,84 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
 import yaml
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
-    WorkQueueFilter,
+    WorkPoolFilter,
+    WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import Artifact, FlowRun, WorkPool
-from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
-from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.sorting import ArtifactSort, DeploymentSort, FlowRunSort
 from prefect.exceptions import ObjectNotFound
-from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.settings import get_current_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
-from prefect.utilities.callables import parameter_schema
 from prefect.utilities.urls import url_for
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from docproc.errors import ConfigurationError
 from docproc.queues import QUEUES, WORK_POOL_NAME, Priority, QueueSpec, queue_for
 
 logger = logging.getLogger(__name__)
 
-PROJECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
+_FLOWS_DIR = Path(__file__).resolve().parent
+# The repository's prefect.yaml; an installed wheel (the image) has its copy inside flows/.
+PROJECT_FILE = next(
+    (p for p in (_FLOWS_DIR / "prefect.yaml", _FLOWS_DIR.parent / "prefect.yaml") if p.is_file()),
+    _FLOWS_DIR.parent / "prefect.yaml",
+)
 PROCESS_FLOW_NAME = "process-documents"
 PoolType = Literal["kubernetes", "process"]
 # The pool's own default queue is not used by docproc's deployments; it goes last so it can
 # never tie with or outrank a docproc queue.
 DEFAULT_QUEUE_PRIORITY = 1000
-# Prefect 3.8's client sends null for an omitted filter, limit and offset, which the server refuses.
-_ALL_QUEUES: dict[str, Any] = {"work_queue_filter": WorkQueueFilter(), "limit": 200, "offset": 0}
+# Importing the flows loads torch and spaCy: generous on a loaded machine.
+DEPLOY_TIMEOUT = 600.0
 
 
-# -- prefect.yaml, validated at the boundary ------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScheduleEntry(_Strict):
-    interval: float | None = Field(None, gt=0, description="seconds between runs")
-    cron: str | None = None
-    timezone: str | None = None
-    active: bool = True
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ScheduleEntry:
-        if (self.interval is None) == (self.cron is None):
-            raise ValueError("a schedule needs exactly one of interval or cron")
-        return self
-
-
-class WorkPoolEntry(_Strict):
-    name: str
-    work_queue_name: str
-    job_variables: dict[str, Any] = Field(default_factory=dict)
-
-
-class DeploymentEntry(_Strict):
-    name: str
-    entrypoint: str
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    schedules: list[ScheduleEntry] = Field(default_factory=list)
-    work_pool: WorkPoolEntry
-
-
-class ProjectFile(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    name: str
-    prefect_version: str | None = Field(None, alias="prefect-version")
-    deployments: list[DeploymentEntry]
-
-
-def load_project(path: Path = PROJECT_FILE) -> ProjectFile:
+def load_project(path: Path = PROJECT_FILE) -> dict[str, Any]:
+    """prefect.yaml as Prefect reads it (``prefect deploy`` validates it)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
-    try:
-        return ProjectFile.model_validate(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("deployments"), list):
+        raise ConfigurationError(f"{path}: no deployments list")
+    return raw
+
+
+def with_overrides(
+    project: dict[str, Any],
+    *,
+    parameters: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of ``project`` with ``parameters`` set where a deployment already has that parameter,
+    and ``schedule`` (a prefect.yaml schedule entry) replacing every deployment's schedules."""
+    changed = copy.deepcopy(project)
+    for entry in changed["deployments"]:
+        params = entry.setdefault("parameters", {})
+        for name, value in (parameters or {}).items():
+            if name in params:
+                params[name] = value
+        if schedule is not None and entry.get("schedules"):
+            entry["schedules"] = [schedule]
+    return changed
 
 
 # -- pure builders ---------------------------------------------------------------------------
@@ -122,6 +106,7 @@ def base_job_template(pool_type: PoolType) -> dict[str, Any]:
 
     prefect-kubernetes' template already has cpu/memory request and limit variables; a
     PriorityClass is what lets the cluster scheduler (and preemption) favour critical pods.
+    On a process pool the deployments' Kubernetes variables are carried but unused.
     """
     if pool_type == "process":
         from prefect.workers.process import ProcessWorker
@@ -140,22 +125,6 @@ def base_job_template(pool_type: PoolType) -> dict[str, Any]:
     # A lone placeholder with no value is dropped from the manifest, so this stays optional.
     pod_spec["priorityClassName"] = "{{ priority_class_name }}"
     return template
-
-
-def job_variables_for_pool(job_variables: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
-    """Keep the variables the pool's job template declares; the others mean nothing to its worker."""
-    known = set(template.get("variables", {}).get("properties", {}))
-    return {k: v for k, v in job_variables.items() if k in known}
-
-
-def schedule_create(entry: ScheduleEntry) -> DeploymentScheduleCreate:
-    if entry.interval is not None:
-        seconds = timedelta(seconds=entry.interval)
-        schedule: IntervalSchedule | CronSchedule = IntervalSchedule(interval=seconds)
-    else:
-        assert entry.cron is not None
-        schedule = CronSchedule(cron=entry.cron, timezone=entry.timezone)
-    return DeploymentScheduleCreate(schedule=schedule, active=entry.active)
 
 
 def deployment_name(priority: Priority | str) -> str:
@@ -221,9 +190,7 @@ async def apply_pool(
 
 
 async def _apply_queues(client: PrefectClient) -> None:
-    existing = {
-        q.name: q for q in await client.read_work_queues(work_pool_name=WORK_POOL_NAME, **_ALL_QUEUES)
-    }
+    existing = {q.name: q for q in await client.read_work_queues(work_pool_name=WORK_POOL_NAME)}
     # Queue priorities are unique in a pool and the server shifts others to keep them so:
     # apply in priority order so each queue lands on its number.
     for spec in sorted(QUEUES.values(), key=lambda s: s.priority):
@@ -255,77 +222,95 @@ async def _apply_queue(client: PrefectClient, spec: QueueSpec, current: Any) -> 
         logger.info("updated queue %s (priority %d)", spec.name, spec.priority)
 
 
-async def register_deployments(
-    client: PrefectClient,
-    project: ProjectFile,
-    pool: WorkPool,
-    *,
-    parameter_overrides: dict[str, dict[str, Any]] | None = None,
-    schedule_overrides: dict[str, list[ScheduleEntry]] | None = None,
-) -> dict[str, UUID]:
-    """Create or update every deployment of ``project`` on ``pool``; returns ``flow/name -> id``."""
-    ids: dict[str, UUID] = {}
-    for entry in project.deployments:
-        if entry.work_pool.name != pool.name:
-            raise ConfigurationError(f"deployment {entry.name!r} targets pool {entry.work_pool.name!r}")
-        flow: Flow[..., Any] = load_flow_from_entrypoint(entry.entrypoint)
-        flow_id = await client.create_flow_from_name(flow.name)
-        parameters = {**entry.parameters, **(parameter_overrides or {}).get(entry.name, {})}
-        schedules = (schedule_overrides or {}).get(entry.name, entry.schedules)
-        job_variables = job_variables_for_pool(entry.work_pool.job_variables, pool.base_job_template)
-        dropped = sorted(set(entry.work_pool.job_variables) - set(job_variables))
-        if dropped:
-            logger.info("%s: job variables %s do not apply to a %s pool", entry.name, dropped, pool.type)
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id,
-            name=entry.name,
-            description=entry.description,
-            tags=entry.tags,
-            entrypoint=entry.entrypoint,
-            parameters=parameters,
-            parameter_openapi_schema=parameter_schema(flow).model_dump_for_openapi(),
-            enforce_parameter_schema=True,
-            work_pool_name=pool.name,
-            work_queue_name=entry.work_pool.work_queue_name,
-            job_variables=job_variables,
-            schedules=[schedule_create(s) for s in schedules],
-            pull_steps=[],
+def prefect_deploy(project_file: Path) -> str:
+    """``prefect --no-prompt deploy --all --prefect-file PROJECT_FILE`` against this process's API.
+
+    Prefect's own command, so a deployment made here is exactly what a user's ``prefect
+    deploy`` makes. Returns its output; a failure raises ConfigurationError with the output.
+    """
+    env = dict(os.environ)
+    # The API this process talks to, also when it was set by a profile or temporary_settings.
+    api = get_current_settings().api
+    if api.url:
+        env["PREFECT_API_URL"] = api.url
+    if api.key is not None:
+        env["PREFECT_API_KEY"] = api.key.get_secret_value()
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+    command += ["--prefect-file", str(project_file)]
+    try:
+        done = subprocess.run(
+            command,
+            env=env,
+            cwd=project_file.parent,
+            capture_output=True,
+            text=True,
+            timeout=DEPLOY_TIMEOUT,
+            check=False,
         )
-        ids[f"{flow.name}/{entry.name}"] = deployment_id
-        logger.info("registered deployment %s/%s", flow.name, entry.name)
-    return ids
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigurationError(f"`prefect deploy` did not finish in {DEPLOY_TIMEOUT:.0f} s") from exc
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise ConfigurationError(f"`prefect deploy --all` failed ({done.returncode}):\n{output[-4000:]}")
+    return output
 
 
-async def apply_all_async(
+async def read_pool_deployments(client: PrefectClient, pool: str = WORK_POOL_NAME) -> dict[str, UUID]:
+    """``flow/deployment -> id`` of every deployment on ``pool``."""
+    found = await client.read_deployments(
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+        sort=DeploymentSort.NAME_ASC,
+    )
+    flows = {d.flow_id: (await client.read_flow(d.flow_id)).name for d in found}
+    return {f"{flows[d.flow_id]}/{d.name}": d.id for d in found}
+
+
+def apply_all(
     pool_type: PoolType,
     *,
     concurrency_limit: int | None = None,
     job_defaults: dict[str, Any] | None = None,
     project_file: Path = PROJECT_FILE,
-    parameter_overrides: dict[str, dict[str, Any]] | None = None,
-    schedule_overrides: dict[str, list[ScheduleEntry]] | None = None,
+    parameters: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
 ) -> ApplyResult:
+    """The pool and its queues, then ``prefect deploy --all`` of ``project_file``.
+
+    ``parameters`` and ``schedule`` override prefect.yaml (see ``with_overrides``); the
+    overridden copy is written to a temporary file for ``prefect deploy``.
+    """
     project = load_project(project_file)
-    async with get_client() as client:
-        pool, created = await apply_pool(
-            client, pool_type, concurrency_limit=concurrency_limit, job_defaults=job_defaults
-        )
-        ids = await register_deployments(
-            client,
-            project,
-            pool,
-            parameter_overrides=parameter_overrides,
-            schedule_overrides=schedule_overrides,
-        )
-        queues = {
-            q.name: q.priority for q in await client.read_work_queues(work_pool_name=pool.name, **_ALL_QUEUES)
-        }
+    for entry in project["deployments"]:
+        target = (entry.get("work_pool") or {}).get("name")
+        if target != WORK_POOL_NAME:
+            raise ConfigurationError(f"deployment {entry.get('name')!r} targets pool {target!r}")
+
+    async def pool_and_queues() -> tuple[WorkPool, bool]:
+        async with get_client() as client:
+            return await apply_pool(
+                client, pool_type, concurrency_limit=concurrency_limit, job_defaults=job_defaults
+            )
+
+    applied: tuple[WorkPool, bool] = run_coro_as_sync(pool_and_queues())
+    pool, created = applied
+    if parameters or schedule:
+        with tempfile.TemporaryDirectory(prefix="docproc-deploy-") as tmp:
+            changed = Path(tmp) / "prefect.yaml"
+            changed.write_text(
+                yaml.safe_dump(with_overrides(project, parameters=parameters, schedule=schedule))
+            )
+            prefect_deploy(changed)
+    else:
+        prefect_deploy(project_file)
+
+    async def read_back() -> tuple[dict[str, int], dict[str, UUID]]:
+        async with get_client() as client:
+            queues = {q.name: q.priority for q in await client.read_work_queues(work_pool_name=pool.name)}
+            return queues, await read_pool_deployments(client, pool.name)
+
+    read: tuple[dict[str, int], dict[str, UUID]] = run_coro_as_sync(read_back())
+    queues, ids = read
     return ApplyResult(pool.name, pool.type, created, queues, ids)
-
-
-def apply_all(pool_type: PoolType, **kwargs: Any) -> ApplyResult:
-    result: ApplyResult = run_coro_as_sync(apply_all_async(pool_type, **kwargs))
-    return result
 
 
 # -- submitting and watching runs ------------------------------------------------------------
@@ -411,24 +396,13 @@ class RunStatus:
 async def read_status_async(client: PrefectClient, run_id: UUID) -> RunStatus:
     """State and progress of a run: documents done/total and quarantined, from its artifacts."""
     run = await client.read_flow_run(run_id)
-    # Through the REST API directly: the 3.8 client sends null for omitted flow-run and
-    # task-run filters (refused with 422), and an empty task-run filter drops the run-level
-    # artifacts, whose task_run_id is null.
-    artifact_filter = ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-        key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT_KEY, REPORT_ARTIFACT_KEY]),
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT_KEY, REPORT_ARTIFACT_KEY]),
+        ),
+        sort=ArtifactSort.CREATED_DESC,
     )
-    response = await client._client.post(
-        "/artifacts/filter",
-        json={
-            "artifacts": artifact_filter.model_dump(mode="json", exclude_unset=True),
-            "sort": ArtifactSort.CREATED_DESC.value,
-            "limit": 50,
-            "offset": 0,
-        },
-    )
-    response.raise_for_status()
-    artifacts = [Artifact.model_validate(a) for a in response.json()]
     done = total = quarantined = None
     report = None
     for artifact in artifacts:
@@ -466,7 +440,6 @@ async def recent_runs_async(client: PrefectClient, limit: int = 20) -> list[RunS
         flow_filter=FlowFilter(name=FlowFilterName(any_=[PROCESS_FLOW_NAME])),
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
-        offset=0,
     )
     return [await read_status_async(client, run.id) for run in runs]
 
@@ -491,6 +464,8 @@ __all__ = [
     "base_job_template",
     "deployment_name",
     "load_project",
+    "prefect_deploy",
     "read_status",
     "submit_run",
+    "with_overrides",
 ]

@@ -64,7 +64,7 @@ def pool_apply(
     ] = None,
     project_file: Annotated[Path | None, typer.Option(help="prefect.yaml to register.")] = None,
 ) -> None:
-    """Create or update the pool `docproc`, its queues and the deployments in prefect.yaml."""
+    """Create or update the pool `docproc` and its queues, then `prefect deploy --all` prefect.yaml."""
     import httpx
 
     from flows import deployments
@@ -78,27 +78,24 @@ def pool_apply(
         if type_ != "kubernetes":
             raise _fail("--image applies to a kubernetes pool", EXIT_USAGE)
         job_defaults["image"] = image
-    project = deployments.load_project(project_file or deployments.PROJECT_FILE)
-    params: dict[str, dict[str, Any]] = {}
-    for entry in project.deployments:
-        p: dict[str, Any] = {}
-        if out_ is not None and "destination" in entry.parameters:
-            p["destination"] = out_
-        if inbox is not None and "inbox" in entry.parameters:
-            p["inbox"] = inbox
-        params[entry.name] = p
-    schedules: dict[str, list[deployments.ScheduleEntry]] = {}
-    if scan_interval is not None or scan_cron is not None:
-        entry_schedule = deployments.ScheduleEntry(interval=scan_interval, cron=scan_cron)
-        schedules = {e.name: [entry_schedule] for e in project.deployments if e.schedules}
+    parameters: dict[str, Any] = {}
+    if out_ is not None:
+        parameters["destination"] = out_
+    if inbox is not None:
+        parameters["inbox"] = inbox
+    schedule: dict[str, Any] | None = None
+    if scan_interval is not None:
+        schedule = {"interval": scan_interval, "active": True}
+    elif scan_cron is not None:
+        schedule = {"cron": scan_cron, "active": True}
     try:
         result = deployments.apply_all(
             type_,  # type: ignore[arg-type]  # checked above
             concurrency_limit=concurrency_limit,
             job_defaults=job_defaults,
             project_file=project_file or deployments.PROJECT_FILE,
-            parameter_overrides=params,
-            schedule_overrides=schedules,
+            parameters=parameters,
+            schedule=schedule,
         )
     except ConfigurationError as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc

@@ -68,7 +68,17 @@ PROGRESS_SECONDS = 2.0  # the progress artifact is updated at most this often
 # A document whose attempts end their worker this many times is quarantined.
 MAX_WORKER_DEATHS = 2
 LOST_WORKER_TIMEOUT = "15 minutes"
-OUTPUT_PREFIXES = ("results/", "text/", "quarantine/", "parts/", "runs/", "attempts/", "index/")
+OUTPUT_PREFIXES = (
+    "results/",
+    "text/",
+    "pdf/",
+    "markdown/",
+    "quarantine/",
+    "parts/",
+    "runs/",
+    "attempts/",
+    "index/",
+)
 
 ProgressListener = Callable[[int, int], None]
 # The CLI registers a listener to draw its progress bar; called with (documents done, total).
@@ -171,10 +181,9 @@ def check_locations(source: str, destination: str, settings: Settings) -> None:
     _output_overlap(open_storage(source, settings), open_storage(destination, settings))
 
 
-def _list_inputs(src: Storage, dst: Storage, keys: Sequence[str] | None = None) -> list[ObjectInfo]:
+def _list_inputs(src: Storage, keys: Sequence[str] | None, excluded: str | None) -> list[ObjectInfo]:
     """Every object under the source, or only those under ``keys`` (objects or sub-prefixes);
-    never the destination's own objects when it lies inside the source."""
-    excluded = _output_overlap(src, dst)
+    never those under ``excluded``, the destination when it lies inside the source."""
     listed = [o for k in keys for o in src.iter_objects(k)] if keys else list(src.iter_objects())
     unique = {o.key: o for o in listed if excluded is None or not o.key.startswith(excluded)}
     return sorted(unique.values(), key=lambda o: o.key)
@@ -497,18 +506,22 @@ def process_documents(
     settings = _with_core_share(Settings(**overrides))
     run_id = str(flow_run.get_id() or uuid.uuid4())
     src, dst = open_storage(source, settings), open_storage(destination, settings)
-    objects = _list_inputs(src, dst, keys)  # refuses an overlapping --out before any work
-    logger.info("%d documents under %s", len(objects), src.url)
+    excluded = _output_overlap(src, dst)  # refuses an overlapping --out before any work
 
     run_log = report.RunLog(dst, run_id, settings.report_limit)
-    progress = _Progress(len(objects))
+    progress: _Progress | None = None
     error: str | None = None
 
     def record(outcome: DocumentOutcome) -> None:
         run_log.add(outcome)
+        assert progress is not None
         progress.add(outcome)
 
     try:
+        # Listed inside: a listing that fails (storage down) still leaves a report saying so.
+        objects = _list_inputs(src, keys, excluded)
+        logger.info("%d documents under %s", len(objects), src.url)
+        progress = _Progress(len(objects))
         leftovers = _leftover_parts(dst)
         context = FlowRunContext.get()
         if context is None or not isinstance(context.task_runner, DaskTaskRunner):
@@ -532,7 +545,8 @@ def process_documents(
         run_report = run_log.report(src.url, dst.url, started_at, datetime.now(UTC), settings, error)
         prefix = report.write_report(dst, run_report)
         location = dst.url.rstrip("/") + "/" + prefix
-        progress.publish()
+        if progress is not None:
+            progress.publish()
         _publish(run_report, location)
         if error is None:
             alerts.check_report(run_report, settings, location + "report.json")

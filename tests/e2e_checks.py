@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from minio import Minio
 
 from docproc.models import DocumentResult, QuarantineRecord
 from docproc.settings import Settings
@@ -102,6 +103,24 @@ def check_results(
         problems.append(f"results for documents not expected: {unexpected}")
     assert not problems, "end-to-end check failed:\n  " + "\n  ".join(problems)
     return parsed
+
+
+def unencrypted_objects(client: Minio, bucket: str, prefix: str) -> list[str]:
+    """Keys under ``prefix`` that MinIO does not report as server-side encrypted (SSE-S3 or SSE-KMS).
+
+    Needs at least one object: an empty prefix is reported as a problem, never as a pass.
+    """
+    keys = [
+        o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True) if o.object_name
+    ]
+    if not keys:
+        return [f"(no objects under {bucket}/{prefix})"]
+    plain = []
+    for key in keys:
+        headers = {k.lower(): v for k, v in client.stat_object(bucket, key).metadata.items()}
+        if headers.get("x-amz-server-side-encryption") not in ("AES256", "aws:kms"):
+            plain.append(key)
+    return plain
 
 
 def upload(source_dir: Path, storage: Storage) -> list[str]:

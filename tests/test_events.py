@@ -202,7 +202,6 @@ def _event_runs(expected: int, timeout: float = 60) -> list[FlowRun]:
                 flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["minio-event"])),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=50,
-                offset=0,
             )
             if len(runs) >= expected or time.monotonic() > deadline:
                 return runs

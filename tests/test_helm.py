@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from docproc.queues import QUEUES, WORK_POOL_NAME
 from docproc.settings import Settings
-from tests.fixtures.helm import CHART, KUBE_VERSIONS, Chart, HelmError, Manifest, k8s_errors
+from tests.fixtures.helm import CHART, KUBE_VERSIONS, Chart, HelmError, K8sTools, Manifest, k8s_errors
 
 VALUES_FILES: dict[str, tuple[str, ...]] = {
     "default": (),
@@ -87,6 +88,51 @@ def test_helm_lint_strict(chart: Chart, name: str) -> None:
     proc = chart.lint(VALUES_FILES[name])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
+
+
+def test_both_helm_majors(k8s_tools: K8sTools) -> None:
+    """The chart tests really run Helm 3 and Helm 4 (each `chart` test runs once per binary)."""
+    majors = {}
+    for name, helm in k8s_tools.helms().items():
+        proc = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        majors[name] = proc.stdout.strip().split(".")[0]
+    assert majors == {"helm3": "v3", "helm4": "v4"}
+
+
+def _pool_queues(objs: list[Manifest]) -> dict[str, Any]:
+    queues: dict[str, Any] = pool_config(objs)["queues.json"]
+    return queues
+
+
+def _job_watch_default(objs: list[Manifest]) -> Any:
+    props = pool_config(objs)["base-job-template.json"]["variables"]["properties"]
+    return props["job_watch_timeout_seconds"]["default"]
+
+
+def test_null_means_unlimited_under_both_helms(chart: Chart) -> None:
+    """Helm 4 drops null values before validating the schema, Helm 3 keeps them: "unlimited"
+    (concurrencyLimit) and "forever" (jobWatchTimeoutSeconds) are null or absent, never required,
+    and reach the pool as null either way."""
+    objs = chart.render()
+    assert _pool_queues(objs)["critical"] == {"priority": 1, "concurrency_limit": None}
+    assert _job_watch_default(objs) is None
+    # A user's null removes a default limit: unlimited, under both majors.
+    objs = chart.render(
+        **{"queues.standard.concurrencyLimit": None, "worker.jobTemplate.jobWatchTimeoutSeconds": None}
+    )
+    assert _pool_queues(objs)["standard"]["concurrency_limit"] is None
+    assert _job_watch_default(objs) is None
+    objs = chart.render(
+        **{"queues.critical.concurrencyLimit": 3, "worker.jobTemplate.jobWatchTimeoutSeconds": 7200}
+    )
+    assert _pool_queues(objs)["critical"]["concurrency_limit"] == 3
+    assert _job_watch_default(objs) == 7200
+
+
+@pytest.mark.parametrize("name", [n for n in VALUES_FILES if n != "default"])
+def test_example_values_keep_unlimited_critical_queue(chart: Chart, name: str) -> None:
+    assert _pool_queues(chart.render(VALUES_FILES[name]))["critical"]["concurrency_limit"] is None
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -470,6 +516,14 @@ def test_dask_workers_scale_and_retire_gracefully(chart: Chart) -> None:
     container = pod["containers"][0]
     assert container["args"][:3] == ["dask", "worker", "tcp://docproc-dask-scheduler:8786"]
     assert "docproc.dask_preload" in container["args"]
+    # Dask's "auto" memory limit divides the pod's limit by the node's cores over --nthreads:
+    # the worker gets the container's whole limit instead (found on the kind cluster).
+    assert container["args"][container["args"].index("--memory-limit") + 1] == "$(DASK_MEMORY_LIMIT)"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DASK_MEMORY_LIMIT"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "worker",
+        "resource": "limits.memory",
+    }
     assert "retire_workers" in container["lifecycle"]["preStop"]["exec"]["command"][-1]
     pdb = by_kind(objs, "PodDisruptionBudget")["docproc-dask-worker"]["spec"]
     assert pdb["maxUnavailable"] == v["podDisruptionBudget"]["maxUnavailable"]
@@ -543,15 +597,30 @@ def test_minio_encryption_and_notification(chart: Chart) -> None:
     assert env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_DOCPROC"]["value"] == f"http://docproc-events:8080{EVENTS_PATH}"
     assert "secretKeyRef" in env["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_DOCPROC"]["valueFrom"]
     assert minio["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
-    script = by_kind(objs, "Job")["docproc-minio-setup"]["spec"]["template"]["spec"]["containers"][0]["args"][
-        0
+    setup = by_kind(objs, "Job")["docproc-minio-setup"]["spec"]["template"]["spec"]
+    container = setup["containers"][0]
+    # The setup runs on the docproc image (no `mc` image exists without a registry); the script
+    # itself runs against a real MinIO in tests/test_k8s.py.
+    assert container["image"] == "ghcr.io/docproc/docproc:0.1.0"
+    assert container["args"] == [
+        "python",
+        "/etc/docproc/setup_minio.py",
+        "--endpoint",
+        "docproc-minio:9000",
+        "--bucket",
+        "docproc",
+        "--sse",
+        "--notify-arn",
+        "arn:minio:sqs::DOCPROC:webhook",
+        "--notify-prefix",
+        "inbox/",
     ]
-    assert 'mc --config-dir /tmp/mc mb --ignore-existing "docproc/docproc"' in script
-    assert 'encrypt set sse-s3 "docproc/docproc"' in script
-    assert (
-        'event add --ignore-existing "docproc/docproc" arn:minio:sqs::DOCPROC:webhook '
-        '--event put --prefix "inbox/"' in script
-    )
+    cm = by_kind(objs, "ConfigMap")["docproc-minio-setup"]["data"]
+    assert cm["setup_minio.py"] == (CHART / "files" / "setup_minio.py").read_text()
+    images = {
+        c["image"] for _, pod in pod_specs(objs) for c in pod.get("initContainers", []) + pod["containers"]
+    }
+    assert images == {"ghcr.io/docproc/docproc:0.1.0", "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"}
     events = by_kind(objs, "Deployment")["docproc-events"]["spec"]["template"]["spec"]["containers"][0]
     assert events["args"] == ["docproc", "events", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert {e["name"] for e in events["env"]} == {"PREFECT_API_URL", "DOCPROC_EVENTS_TOKEN"}
@@ -573,6 +642,23 @@ BAD_VALUES = [
         "podWatchTimeoutSeconds': minimum: got 60, want 300",
     ),
     ("setting", {"settings": {"dpii": 300}}, "invalid propertyName 'dpii'"),
+    (
+        "limit-typo",
+        {"queues.critical.concurrencyLimitt": 3},
+        "at '/queues/critical': additional properties 'concurrencyLimitt'",
+    ),
+    ("limit-negative", {"queues.bulk.concurrencyLimit": -1}, "/queues/bulk/concurrencyLimit"),
+    ("limit-word", {"queues.critical.concurrencyLimit": "unlimited"}, "/queues/critical/concurrencyLimit"),
+    (
+        "job-watch-typo",
+        {"worker.jobTemplate.jobWatchTimeoutSecs": 60},
+        "at '/worker/jobTemplate': additional properties 'jobWatchTimeoutSecs'",
+    ),
+    (
+        "job-watch-zero",
+        {"worker.jobTemplate.jobWatchTimeoutSeconds": 0},
+        "/worker/jobTemplate/jobWatchTimeoutSeconds",
+    ),
     (
         "limits",
         {"queues.bulk.resources.limits": None},

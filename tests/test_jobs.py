@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,12 +104,12 @@ def test_quarantine_names_are_safe_whatever_the_source_key(stores: tuple[LocalSt
 
 
 @pytest.fixture
-def crashing_tesseract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def crashing_tesseract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tesseract_bin: Path
+) -> Iterator[Path]:
     """A `tesseract` first on PATH that answers probes with the real one and SIGKILLs itself on
     every page: an engine that crashes on a document, deterministically."""
-    real = shutil.which("tesseract")
-    if real is None:
-        pytest.fail("tesseract is not installed: `make tools` installs it (scripts/tools/tesseract.sh)")
+    real = str(tesseract_bin)
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     script = bin_dir / "tesseract"
@@ -245,7 +244,7 @@ def test_parts_left_beside_a_finished_result_are_cleaned(stores: tuple[LocalStor
     assert list(dst.iter_objects("parts")) == []
 
 
-def test_source_deleted_after_listing_is_skipped_as_vanished(
+def test_source_deleted_after_listing_is_skipped_as_source_missing(
     stores: tuple[LocalStorage, LocalStorage],
 ) -> None:
     src, dst = stores
@@ -260,7 +259,7 @@ def test_source_deleted_after_listing_is_skipped_as_vanished(
         jobs.inspect_object(src, dst, a, Settings()),
         jobs.process_document(src, dst, planned, Settings()),
     ):
-        assert (outcome.status, outcome.reason) == ("skipped", "vanished")
+        assert (outcome.status, outcome.reason) == ("skipped", "source_missing")
     assert list(dst.iter_objects()) == []
 
 

@@ -9,10 +9,13 @@ hook against a real scheduler and workers.
 from __future__ import annotations
 
 import asyncio
+import http.server
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +33,7 @@ from docproc.queues import QUEUES
 from docproc.storage import LocalStorage
 from tests.e2e_checks import check_results, upload
 from tests.fixtures.helm import KUBE_VERSIONS, Chart, K8sTools, Manifest, k8s_errors
+from tests.fixtures.minio import MinioFactory
 from tests.fixtures.prefect_server import PrefectServer, free_port
 from tests.processes import stop
 
@@ -112,9 +116,9 @@ def _subcommand(args: list[str]) -> list[str]:
     return words
 
 
-def test_image_commands_exist(chart: Chart) -> None:
+def test_image_commands_exist(chart4: Chart) -> None:
     """Each container's command and every option it passes are in that command's --help."""
-    commands = _image_commands(chart)
+    commands = _image_commands(chart4)
     assert {" ".join(_subcommand(a)) for a in commands.values()} >= {
         "prefect server start",
         "prefect worker start",
@@ -194,13 +198,13 @@ def _dask_worker(address: str, name: str, tmp_path: Path) -> subprocess.Popen[by
 
 
 def test_dask_worker_prestop_retires_without_losing_results(
-    chart: Chart, dask_scheduler: str, tmp_path: Path
+    chart4: Chart, dask_scheduler: str, tmp_path: Path
 ) -> None:
     from distributed import Client
 
     pod = next(
         o
-        for o in chart.render()
+        for o in chart4.render()
         if o["metadata"]["name"] == "docproc-dask-worker" and o["kind"] == "Deployment"
     )["spec"]["template"]
     pre_stop = pod["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
@@ -231,10 +235,89 @@ def test_dask_worker_prestop_retires_without_losing_results(
                 w.wait(timeout=30)
 
 
-def test_configure_pool_script(chart: Chart, prefect_api: PrefectServer, tmp_path: Path) -> None:
+@pytest.fixture
+def webhook_catcher() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """A loopback HTTP endpoint that records each POST (Authorization header, JSON body)."""
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                received.append((self.headers.get("Authorization", ""), json.loads(body or b"{}")))
+            except json.JSONDecodeError:
+                received.append((self.headers.get("Authorization", ""), {}))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/minio/events", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_minio_setup_script(
+    chart4: Chart,
+    minio_factory: MinioFactory,
+    webhook_catcher: tuple[str, list[tuple[str, dict[str, Any]]]],
+    tmp_path: Path,
+) -> None:
+    """files/setup_minio.py, with the Job's own arguments, against a real MinIO whose webhook
+    target is configured by environment as the chart's StatefulSet does: buckets, default
+    encryption and the inbox notification all work, and a second run changes nothing."""
+    url, received = webhook_catcher
+    minio = minio_factory(
+        extra_env={
+            "MINIO_NOTIFY_WEBHOOK_ENABLE_DOCPROC": "on",
+            "MINIO_NOTIFY_WEBHOOK_ENDPOINT_DOCPROC": url,
+            "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_DOCPROC": "token-for-test",
+        }
+    )
+    objs = chart4.render(**{"minio.buckets": ["docproc", "extra"]})
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "docproc-minio-setup")
+    script = tmp_path / "setup_minio.py"
+    script.write_text(cm["data"]["setup_minio.py"])
+    job = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"] == "docproc-minio-setup")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["python", "/etc/docproc/setup_minio.py"]
+    args = [str(VENV_BIN / "python"), str(script), *args[2:]]
+    args[args.index("--endpoint") + 1] = minio.endpoint
+    env = {**os.environ, "MINIO_ROOT_USER": minio.access_key, "MINIO_ROOT_PASSWORD": minio.secret_key}
+    for attempt in (1, 2):
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, f"run {attempt}: {proc.stderr[-3000:]}\n{minio.log_tail()}"
+
+    client = minio.client()
+    assert {b.name for b in client.list_buckets()} >= {"docproc", "extra"}
+    for bucket in ("docproc", "extra"):
+        # Default encryption: an object written without any SSE header is stored encrypted.
+        client.put_object(bucket, "results/plain.json", io.BytesIO(b"{}"), 2)
+        stat = client.stat_object(bucket, "results/plain.json")
+        assert stat.metadata.get("x-amz-server-side-encryption") == "AES256", bucket
+    client.put_object("docproc", "inbox/critical/a.txt", io.BytesIO(b"a"), 1)
+    client.put_object("extra", "inbox/critical/b.txt", io.BytesIO(b"b"), 1)  # not the first bucket
+    deadline = time.monotonic() + 30
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # anything else MinIO would send arrives too
+    keys = [r["Records"][0]["s3"]["object"]["key"] for _, r in received if r.get("Records")]
+    assert keys == ["inbox%2Fcritical%2Fa.txt"], (received, minio.log_tail())
+    assert received[0][0] == "Bearer token-for-test"
+
+
+def test_configure_pool_script(chart4: Chart, prefect_api: PrefectServer, tmp_path: Path) -> None:
     """files/configure_pool.py against a real Prefect server, after a stand-in for `docproc pool apply`."""
-    objs = chart.render()
-    data = next(o for o in objs if o["kind"] == "ConfigMap")["data"]
+    objs = chart4.render()
+    data = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "docproc-pool")[
+        "data"
+    ]
     for name, text in data.items():
         (tmp_path / name).write_text(text)
     pool = f"docproc-chart-{os.getpid()}-{int(time.time())}"

@@ -11,9 +11,11 @@ from PIL import Image
 from docproc import detect, loader
 from docproc.errors import (
     CorruptDocumentError,
+    EmptyDocumentError,
     EncryptedDocumentError,
     TooLargeError,
     UnsupportedTypeError,
+    permanent_error,
 )
 from docproc.settings import Settings
 from tests.documents import huge_png, text_pdf
@@ -47,11 +49,56 @@ def test_jpeg_is_detected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"GIF89a\x01\x00\x01\x00\x00\x00\x00", b"PK\x03\x04zipped", b"\x00\x01\x02\x03" * 100, b""],
+    [
+        b"GIF89a\x01\x00\x01\x00\x00\x00\x00",
+        b"PK\x03\x04zipped",
+        b"\x00\x01\x02\x03" * 100,
+        b"\x1b\x02\x03\x04binary\x05\x06" * 50,
+    ],
 )
 def test_anything_else_is_unsupported(content: bytes) -> None:
     with pytest.raises(UnsupportedTypeError):
         detect.sniff(content)
+
+
+LETTER = "Dear Ms. Chen,\nThank you for the order of 5 March.\nGrüße, Zoë\n"
+
+
+TEXT_CASES = [
+    ("blank lines", b"\n" * 10_000 + LETTER.encode(), "\n" * 10_000 + LETTER),
+    ("CRLF blank lines", b"\r\n" * 5_000 + LETTER.encode(), "\r\n" * 5_000 + LETTER),
+    ("spaces and tabs", b" \t  " * 3_000 + LETTER.encode(), " \t  " * 3_000 + LETTER),
+    ("short indentation", b"\n\n  \t" + LETTER.encode(), "\n\n  \t" + LETTER),
+    ("only whitespace", b" \n\t" * 4_000, " \n\t" * 4_000),
+    ("UTF-8 BOM", b"\xef\xbb\xbf" + LETTER.encode(), LETTER),
+    ("UTF-16 LE BOM", LETTER.encode("utf-16"), LETTER),
+    ("UTF-16 BE BOM", b"\xfe\xff" + ("\n\n" + LETTER).encode("utf-16-be"), "\n\n" + LETTER),
+    ("UTF-32 BOM", LETTER.encode("utf-32"), LETTER),
+    ("Latin-1", ("\n\n" + LETTER).encode("latin-1"), "\n\n" + LETTER),
+    ("Windows-1252", "Total: 12 € – paid".encode("cp1252"), "Total: 12 € – paid"),
+    ("Latin-1 after 8 KiB of ASCII", b"a" * 9000 + "é".encode("latin-1"), "a" * 9000 + "é"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "text"), TEXT_CASES, ids=[case[0] for case in TEXT_CASES])
+def test_plain_text_is_text_whatever_it_starts_with(
+    tmp_path: Path, settings: Settings, name: str, content: bytes, text: str
+) -> None:
+    path = tmp_path / "note.txt"
+    path.write_bytes(content)
+    info = loader.inspect(path, settings)
+    assert info.media_type == detect.TEXT, name
+    [page] = loader.iter_pages(path, info.media_type, settings)
+    assert page.text == text, name
+
+
+def test_an_empty_file_is_quarantined_as_empty(tmp_path: Path, settings: Settings) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    with pytest.raises(EmptyDocumentError, match="empty") as info:
+        loader.inspect(path, settings)
+    assert info.value.reason == "empty"
+    assert permanent_error("empty", "x").reason == "empty"
 
 
 def test_utf8_text_cut_mid_character_is_still_text() -> None:

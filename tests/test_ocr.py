@@ -6,9 +6,7 @@ The easyocr Reader loads once per session; full-page reads are marked slow.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import unicodedata
@@ -75,16 +73,8 @@ def easyocr_engine(easyocr_settings: Settings) -> OcrEngine:
 
 
 @pytest.fixture(scope="session")
-def tesseract_settings() -> Settings:
-    """Settings for the tesseract engine; skips when tesseract is missing and cannot be installed."""
-    if shutil.which("tesseract") is None:
-        script = REPO / "scripts" / "tools" / "tesseract.sh"
-        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
-        if done.returncode != 0 or shutil.which("tesseract") is None:
-            pytest.skip(
-                "tesseract is not installed and scripts/tools/tesseract.sh could not install it "
-                f"(needs apt and root): {done.stderr.strip()[-300:]}"
-            )
+def tesseract_settings(tesseract_bin: Path) -> Settings:
+    """Settings for the tesseract engine (tesseract_bin installs it, or fails the test)."""
     return Settings(engine="tesseract", languages=("en",))
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import DeploymentSort
@@ -31,7 +30,6 @@ from flows import deployments
 from tests.fixtures.prefect_server import PrefectServer
 from tests.processes import stop
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240.0
 
 
@@ -39,24 +37,40 @@ RUN_TIMEOUT = 240.0
 
 
 def test_prefect_yaml_has_one_process_deployment_per_queue() -> None:
-    raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
     project = deployments.load_project()
-    process = [d for d in project.deployments if d.entrypoint == "flows.process.process_documents"]
-    assert sorted(d.name for d in process) == sorted(q.name for q in QUEUES.values())
+    assert project["pull"] == []  # nothing to fetch: docproc is installed where workers run
+    process = [d for d in project["deployments"] if d["entrypoint"] == "flows.process.process_documents"]
+    assert sorted(d["name"] for d in process) == sorted(q.name for q in QUEUES.values())
     for d in process:
-        spec = QUEUES[Priority(d.name)]
-        assert d.work_pool.name == WORK_POOL_NAME
-        assert d.work_pool.work_queue_name == spec.name
-        assert d.parameters["priority"] == spec.name
-        assert d.work_pool.job_variables["priority_class_name"] == f"docproc-{spec.name}"
+        spec = QUEUES[Priority(d["name"])]
+        assert d["work_pool"]["name"] == WORK_POOL_NAME
+        assert d["work_pool"]["work_queue_name"] == spec.name
+        assert d["parameters"]["priority"] == spec.name
+        job_variables = d["work_pool"]["job_variables"]
+        assert job_variables["priority_class_name"] == f"docproc-{spec.name}"
         for var in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
-            assert d.work_pool.job_variables[var], (d.name, var)
-    scan = next(d for d in project.deployments if d.name == "inbox-scan")
-    assert scan.entrypoint == "flows.inbox_scan.scan_inbox"
-    assert scan.work_pool.work_queue_name == QUEUES[Priority.STANDARD].name
-    assert scan.schedules
-    assert scan.schedules[0].interval or scan.schedules[0].cron
-    assert raw["deployments"][0]["work_pool"]["name"] == WORK_POOL_NAME
+            assert job_variables[var], (d["name"], var)
+    scan = next(d for d in project["deployments"] if d["name"] == "inbox-scan")
+    assert scan["entrypoint"] == "flows.inbox_scan.scan_inbox"
+    assert scan["work_pool"]["work_queue_name"] == QUEUES[Priority.STANDARD].name
+    assert scan["schedules"]
+    assert scan["schedules"][0].get("interval") or scan["schedules"][0].get("cron")
+
+
+def test_overrides_touch_only_deployments_that_have_the_parameter() -> None:
+    project = deployments.load_project()
+    changed = deployments.with_overrides(
+        project,
+        parameters={"inbox": "s3://b/in", "destination": "s3://b/out"},
+        schedule={"cron": "0 * * * *"},
+    )
+    by_name = {d["name"]: d for d in changed["deployments"]}
+    assert by_name["inbox-scan"]["parameters"] == {"inbox": "s3://b/in", "destination": "s3://b/out"}
+    assert by_name["inbox-scan"]["schedules"] == [{"cron": "0 * * * *"}]
+    assert by_name["critical"]["parameters"]["destination"] == "s3://b/out"
+    assert "inbox" not in by_name["critical"]["parameters"]
+    assert "schedules" not in by_name["critical"]
+    assert project["deployments"][0]["parameters"]["destination"] == "s3://docproc/results"  # a copy
 
 
 def test_kubernetes_job_gets_priority_class_and_resources(prefect_api: PrefectServer) -> None:
@@ -65,9 +79,11 @@ def test_kubernetes_job_gets_priority_class_and_resources(prefect_api: PrefectSe
     Rendering resolves block and variable references, hence the server.
     """
     template = deployments.base_job_template("kubernetes")
-    critical = next(d for d in deployments.load_project().deployments if d.name == "critical")
+    critical = next(d for d in deployments.load_project()["deployments"] if d["name"] == "critical")
     config = asyncio.run(
-        KubernetesWorkerJobConfiguration.from_template_and_values(template, critical.work_pool.job_variables)
+        KubernetesWorkerJobConfiguration.from_template_and_values(
+            template, critical["work_pool"]["job_variables"]
+        )
     )
     pod = config.job_manifest["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "docproc-critical"
@@ -79,14 +95,6 @@ def test_kubernetes_job_gets_priority_class_and_resources(prefect_api: PrefectSe
     assert "priorityClassName" not in bare.job_manifest["spec"]["template"]["spec"]
 
 
-def test_job_variables_unknown_to_a_process_pool_are_dropped() -> None:
-    template = deployments.base_job_template("process")
-    kept = deployments.job_variables_for_pool(
-        {"priority_class_name": "docproc-bulk", "cpu_request": "1", "working_dir": "/srv"}, template
-    )
-    assert kept == {"working_dir": "/srv"}
-
-
 # -- applying against the server -------------------------------------------------------------
 
 
@@ -95,11 +103,11 @@ def _pool_state() -> tuple[str, int | None, dict[str, tuple[int, int | None]], d
         pool = client.read_work_pool(WORK_POOL_NAME)
         queues = {
             q.name: (q.priority, q.concurrency_limit)
-            for q in client.read_work_queues(work_pool_name=pool.name, **deployments._ALL_QUEUES)
+            for q in client.read_work_queues(work_pool_name=pool.name)
         }
         deps = {
             d.name: str(d.work_queue_name)
-            for d in client.read_deployments(limit=200, sort=DeploymentSort.NAME_ASC)
+            for d in client.read_deployments(sort=DeploymentSort.NAME_ASC)
             if d.work_pool_name == WORK_POOL_NAME
         }
     return pool.type, pool.concurrency_limit, queues, deps

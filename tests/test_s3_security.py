@@ -17,7 +17,13 @@ import pytest
 from minio.error import S3Error
 from minio.sse import SseCustomerKey
 
-from docproc.errors import ConfigurationError, DocprocError, ObjectNotFoundError, StorageUnavailableError
+from docproc.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    DocprocError,
+    ObjectNotFoundError,
+    StorageUnavailableError,
+)
 from docproc.storage.s3 import S3Storage
 from tests.fixtures.minio import MinioFactory, MinioServer
 
@@ -116,7 +122,9 @@ class TestSseC:
         with pytest.raises(ConfigurationError):
             without_key.read_bytes("results/a.json")
         wrong_key = S3Storage(BUCKET, prefix, tls_server.settings(s3_sse="c", s3_sse_c_key=sse_c_key()))
-        with pytest.raises(ConfigurationError) as info:
+        # A wrong key is answered AccessDenied, as an object a policy denies: that object is refused
+        # (its document is quarantined as access_denied, the run goes on), and the key never shows.
+        with pytest.raises(AccessDeniedError, match="AccessDenied") as info:
             wrong_key.read_bytes("results/a.json")
         assert key not in str(info.value)
 

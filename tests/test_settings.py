@@ -35,6 +35,9 @@ OTHER_VALUES: dict[str, Any] = {
     "min_confidence": 0.7,
     "min_text_layer_chars": 3,
     "nlp_max_chars": 1000,
+    "searchable_pdf": False,
+    "pdfa": True,
+    "markdown": False,
 }
 
 

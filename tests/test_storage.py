@@ -10,6 +10,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import tracemalloc
 import uuid
@@ -362,6 +366,52 @@ class TestLocalStorageIsDurable:
         root = storage.root
         for folder in (root, root / "text", root / "text/deep", root / "text/deep/er"):
             assert str(folder) in synced, synced
+
+
+class TestLocalStorageUnreadableFile:
+    def test_an_unreadable_file_is_access_denied(self) -> None:
+        """A file the process may not read is a per-document AccessDeniedError, not a
+        PermissionError that fails the run. Root reads everything, so as root the check runs
+        in a child process with the uid and gid of nobody (util-linux setpriv)."""
+        root = Path(tempfile.mkdtemp(prefix="docproc-perm-"))
+        try:
+            root.chmod(0o755)
+            (root / "inbox").mkdir(mode=0o755)
+            (root / "inbox" / "secret.txt").write_bytes(b"payroll")
+            (root / "inbox" / "secret.txt").chmod(0o000)
+            (root / "inbox" / "open.txt").write_bytes(b"hello")
+            (root / "inbox" / "open.txt").chmod(0o644)
+            check = (
+                "import sys\n"
+                "from pathlib import Path\n"
+                "from docproc.errors import AccessDeniedError\n"
+                "from docproc.storage import LocalStorage, source_copy\n"
+                "storage = LocalStorage(Path(sys.argv[1]))\n"
+                "assert storage.read_bytes('inbox/open.txt') == b'hello'\n"
+                "for attempt in (lambda: storage.read_bytes('inbox/secret.txt'),\n"
+                "                lambda: source_copy(storage, 'inbox/secret.txt').__enter__()):\n"
+                "    try:\n"
+                "        attempt()\n"
+                "    except AccessDeniedError as exc:\n"
+                "        assert exc.reason == 'access_denied', exc\n"
+                "        assert 'inbox/secret.txt' in str(exc), exc\n"
+                "    else:\n"
+                "        raise SystemExit('read an unreadable file')\n"
+                "print('denied')\n"
+            )
+            as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            run = subprocess.run(
+                [*(as_nobody if os.geteuid() == 0 else []), sys.executable, "-c", check, str(root)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                cwd="/",
+            )
+            assert run.returncode == 0, run.stderr[-2000:]
+            assert run.stdout.strip() == "denied"
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class TestS3Storage:

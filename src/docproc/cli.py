@@ -50,6 +50,9 @@ def run(
     source: Annotated[str, typer.Argument(help="Folder or s3://bucket/prefix with the documents.")],
     out_: Annotated[str, typer.Option("--out", "-o", help="Folder or s3://bucket/prefix for results.")],
     engine: Annotated[EngineName | None, typer.Option(help="OCR engine.")] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="OCR languages, comma-separated (en,de,fr), or auto.")
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Local Dask worker processes.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pages per batch.")] = None,
     force: Annotated[bool, typer.Option(help="Reprocess documents that already have a result.")] = False,
@@ -62,6 +65,7 @@ def run(
     """Process every document under SOURCE into --out, on a local Dask cluster, no server needed."""
     flags: dict[str, Any] = {
         "engine": engine,
+        "languages": languages,
         "workers": workers,
         "batch_size": batch_size,
         "retry_quarantined": retry_quarantined or None,

@@ -8,7 +8,9 @@ pixels); only the upright-or-upside-down question asks the engine, on a small cr
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,20 +47,37 @@ class PreparedPage:
     scale: float  # factor applied to the source image's pixels
 
 
+# Deep images are converted a strip of rows at a time, so the float temporaries of the
+# conversion stay this small (8 MiB per float64 array) whatever the page's size.
+_STRIP_PIXELS = 1 << 20
+_ORIENTATION_TAG = 0x0112
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned per its EXIF orientation; the image itself (not a copy) when it is upright."""
+    if image.getexif().get(_ORIENTATION_TAG, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _is_deep(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"
+
+
 def to_gray8(image: Image.Image) -> Image.Image:
     """The image upright per its EXIF orientation, as 8-bit grayscale ("L").
 
     Transparent pixels become white (paper), not black; 16-bit and float samples are scaled
     to 0..255 rather than clipped.
     """
-    image = ImageOps.exif_transpose(image)
+    image = _upright(image)
     mode = image.mode
     if mode == "L":
         return image.copy()
     if mode == "1":
         return image.convert("L")
-    if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_deep_to_uint8(np.asarray(image)))
+    if _is_deep(mode):
+        return Image.fromarray(_deep_to_uint8(image))
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
@@ -72,25 +91,75 @@ def to_gray8(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def _deep_to_uint8(samples: np.ndarray) -> np.ndarray:
-    """16-bit, 32-bit and float samples to 0..255 (Pillow's own convert clips them at 255)."""
-    values = samples.astype(np.float64)
-    if samples.dtype.kind == "f":
-        finite = values[np.isfinite(values)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        values = np.nan_to_num(values, nan=1.0 if high <= 1.0 else high)
-        if low >= 0.0 and high <= 1.0:
-            values = values * 255.0  # float images conventionally hold 0..1
-        elif low < 0.0 or high > 255.0:
-            values = (values - low) * (255.0 / max(high - low, 1e-12))
+def to_gray8_array(image: Image.Image) -> np.ndarray:
+    """:func:`to_gray8` as a uint8 HxW array, without a second copy of a deep page."""
+    upright = _upright(image)
+    if _is_deep(upright.mode):
+        return _deep_to_uint8(upright)
+    return np.array(to_gray8(upright), dtype=np.uint8)
+
+
+def _strips(image: Image.Image | np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Row strips of an image's samples, as arrays of its own dtype, with their first row."""
+    if isinstance(image, np.ndarray):
+        height, width = image.shape[:2]
     else:
-        high = float(values.max(initial=0.0))
-        if high > 65535.0 or float(values.min(initial=0.0)) < 0.0:
-            low = float(values.min())
-            values = (values - low) * (255.0 / max(high - low, 1.0))
-        elif high > 255.0 or (samples.dtype.itemsize >= 2 and samples.dtype.kind == "u"):
-            values = values / 257.0  # 65535 -> 255
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        width, height = image.size
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        if isinstance(image, np.ndarray):
+            yield top, image[top:bottom]
+        else:
+            yield top, np.asarray(image.crop((0, top, width, bottom)))
+
+
+def _deep_to_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit and float samples to 0..255 (Pillow's own convert clips them at 255).
+
+    Two passes over row strips: the range of the samples, then the conversion of each strip
+    into the output. Memory is the output (one byte per pixel) and one strip's temporaries,
+    instead of several float64 copies of the whole page (26 to 36 bytes per pixel).
+    """
+    low, high = np.inf, -np.inf
+    dtype: np.dtype[Any] | None = None
+    for _, strip in _strips(image):
+        dtype = strip.dtype
+        if strip.dtype.kind == "f":
+            finite = strip[np.isfinite(strip)]
+            if finite.size:
+                low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+        elif strip.size:
+            low, high = min(low, float(strip.min())), max(high, float(strip.max()))
+    height, width = (image.shape[0], image.shape[1]) if isinstance(image, np.ndarray) else image.size[::-1]
+    out = np.empty((height, width), dtype=np.uint8)
+    if dtype is None:
+        return out
+    if low > high:  # no (finite) sample at all
+        low, high = (0.0, 1.0) if dtype.kind == "f" else (0.0, 0.0)
+    offset, factor = 0.0, 1.0
+    nan = 1.0 if high <= 1.0 else high  # unknown samples are paper
+    if dtype.kind == "f":
+        if low >= 0.0 and high <= 1.0:
+            factor = 255.0  # float images conventionally hold 0..1
+        elif low < 0.0 or high > 255.0:
+            offset, factor = low, 255.0 / max(high - low, 1e-12)
+    elif high > 65535.0 or low < 0.0:
+        offset, factor = low, 255.0 / max(high - low, 1.0)
+    elif high > 255.0 or (dtype.itemsize >= 2 and dtype.kind == "u"):
+        factor = 1.0 / 257.0  # 65535 -> 255
+    for top, strip in _strips(image):
+        values = strip.astype(np.float64)
+        if dtype.kind == "f":
+            values = np.nan_to_num(values, nan=nan)
+        if offset:
+            values -= offset
+        if factor != 1.0:
+            values *= factor
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        out[top : top + strip.shape[0]] = values
+    return out
 
 
 def scale_factor(width: int, height: int, min_side: int, max_side: int) -> float:
@@ -107,7 +176,7 @@ def scale_factor(width: int, height: int, min_side: int, max_side: int) -> float
 
 def prepare_page(image: Image.Image, settings: Settings, engine: OcrEngine) -> PreparedPage:
     """8-bit grayscale, scaled, upright and deskewed page for ``engine``."""
-    gray = np.array(to_gray8(image), dtype=np.uint8)
+    gray = to_gray8_array(image)
     scale = scale_factor(gray.shape[1], gray.shape[0], settings.ocr_min_side, settings.ocr_max_side)
     if scale != 1.0:
         gray = _resize(gray, scale)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from docproc import __version__, loader, pipeline
+from docproc import __version__, loader, outputs, pipeline
 from docproc.errors import (
     DocprocError,
     InternalDocumentError,
@@ -27,6 +27,7 @@ from docproc.errors import (
     OcrEngineError,
     OcrFailedError,
     PermanentDocumentError,
+    SourceMissingError,
     TooLargeError,
     permanent_error,
 )
@@ -43,7 +44,7 @@ from docproc.models import (
     SliceOutcome,
 )
 from docproc.settings import Settings
-from docproc.storage import ObjectInfo, Storage
+from docproc.storage import ObjectInfo, Storage, source_copy
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def inspect_object(
         error = TooLargeError(f"{obj.size} bytes exceeds max_document_bytes={settings.max_document_bytes}")
         return quarantine(src, dst, obj.key, None, error)
     try:
-        with src.local_copy(obj.key) as path:
+        with source_copy(src, obj.key) as path:
             doc_id = sha256_file(path)
             existing = _existing_outcome(dst, obj.key, doc_id, settings)
             if existing is not None:
@@ -92,8 +93,8 @@ def inspect_object(
                     info = loader.inspect(path, settings)
             except PermanentDocumentError as exc:
                 return quarantine(src, dst, obj.key, doc_id, exc, local_path=path)
-    except ObjectNotFoundError:
-        return vanished(obj.key, None)
+    except SourceMissingError as exc:
+        return vanished(obj.key, None, exc)
     except PermanentDocumentError as exc:  # storage refused this one object (access denied)
         return quarantine(src, dst, obj.key, None, exc)
     return PlannedDocument(
@@ -105,15 +106,12 @@ def inspect_object(
     )
 
 
-def vanished(source: str, doc_id: str | None) -> DocumentOutcome:
-    """The source was deleted after it was listed: nothing to process, nothing lost."""
+def vanished(source: str, doc_id: str | None, error: SourceMissingError) -> DocumentOutcome:
+    """The source was deleted after it was listed: a skip, not a quarantine, since there is
+    nothing to keep and nothing lost; a later run that lists it again processes it."""
     log.warning("%s vanished from the source before it was processed", source)
     return DocumentOutcome(
-        source=source,
-        id=doc_id,
-        status="skipped",
-        reason="vanished",
-        message="deleted from the source after it was listed",
+        source=source, id=doc_id, status="skipped", reason=error.reason, message=str(error)
     )
 
 
@@ -193,17 +191,17 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
     if existing is not None:  # a retried batch: this document was finished by the first attempt
         return existing
     try:
-        with src.local_copy(doc.source) as path:
+        with source_copy(src, doc.source) as path:
             try:
                 with _contained(doc.source):
                     result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
             except PermanentDocumentError as exc:
                 return quarantine(src, dst, doc.source, doc.id, exc, local_path=path)
-    except ObjectNotFoundError:
-        return vanished(doc.source, doc.id)
+            return _store_result(src, dst, doc, result, settings, started, local_path=path)
+    except SourceMissingError as exc:
+        return vanished(doc.source, doc.id, exc)
     except PermanentDocumentError as exc:  # storage refused this one object (access denied)
         return quarantine(src, dst, doc.source, doc.id, exc)
-    return _store_result(dst, doc, result, settings, started)
 
 
 def _stored_pages(dst: Storage, doc: PlannedDocument, settings: Settings) -> tuple[set[int], bool]:
@@ -236,8 +234,8 @@ def process_slice(
         return done  # read by an earlier attempt or a concurrent run
     try:
         _read_parts(src, dst, doc, settings, missing[0], missing[-1])
-    except ObjectNotFoundError:
-        return vanished(doc.source, doc.id)
+    except SourceMissingError as exc:
+        return vanished(doc.source, doc.id, exc)
     except PermanentDocumentError as exc:  # storage refused this one object (access denied)
         return quarantine(src, dst, doc.source, doc.id, exc)
     return done
@@ -247,7 +245,7 @@ def _read_parts(
     src: Storage, dst: Storage, doc: PlannedDocument, settings: Settings, first: int, last: int
 ) -> None:
     """Read pages first..last and keep each as its own part, or a part naming the error."""
-    with src.local_copy(doc.source) as path:
+    with source_copy(src, doc.source) as path:
         try:
             with _contained(doc.source):
                 read = _read_with_engine_retry(path, doc, settings, first, last)
@@ -289,8 +287,8 @@ def finish_document(src: Storage, dst: Storage, doc: PlannedDocument, settings: 
         return existing
     try:
         outcome = _join_parts(src, dst, doc, settings, started)
-    except ObjectNotFoundError:
-        outcome = vanished(doc.source, doc.id)
+    except SourceMissingError as exc:
+        outcome = vanished(doc.source, doc.id, exc)
     except PermanentDocumentError as exc:  # storage refused this one object (access denied)
         outcome = quarantine(src, dst, doc.source, doc.id, exc)
     clean_parts(dst, prefix)
@@ -321,7 +319,7 @@ def _join_parts(
                 result = pipeline.finish(doc, reads, settings)
         except PermanentDocumentError as exc:
             return quarantine(src, dst, doc.source, doc.id, exc)
-        return _store_result(dst, doc, result, settings, started)
+        return _store_result(src, dst, doc, result, settings, started)
     # Parts keep vanishing under us: read the whole document in one go instead.
     return process_document(src, dst, doc, settings)
 
@@ -338,11 +336,23 @@ def _read_part(dst: Storage, key: str) -> PagesPart | None:
 
 
 def _store_result(
-    dst: Storage, doc: PlannedDocument, result: DocumentResult, settings: Settings, started: float
+    src: Storage,
+    dst: Storage,
+    doc: PlannedDocument,
+    result: DocumentResult,
+    settings: Settings,
+    started: float,
+    local_path: Path | None = None,
 ) -> DocumentOutcome:
     key = result_key(doc.id, settings)
-    # Text first, result last: the result's presence is what marks the document done.
+    # Text, PDF and Markdown first, result last: the result's presence marks the document done.
     dst.write_bytes(text_key(doc.id, settings), result.text.encode(), "text/plain; charset=utf-8")
+    outputs.write_outputs(
+        dst,
+        result,
+        settings,
+        lambda: contextlib.nullcontext(local_path) if local_path else source_copy(src, doc.source),
+    )
     dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
     if settings.retry_quarantined:  # processed after all: its old quarantine no longer applies
         clean_parts(dst, quarantine_prefix(doc.id))

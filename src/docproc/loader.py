@@ -76,7 +76,7 @@ def inspect(path: Path, settings: Settings) -> DocumentInfo:
             count = getattr(image, "n_frames", 1)
             _check_page_count(count, settings)
             for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-                _check_pixels(frame.width, frame.height, settings, number)
+                _check_pixels(frame.width, frame.height, settings, number, frame.mode)
     else:
         count = 1
     _check_page_count(count, settings)
@@ -107,11 +107,29 @@ def _check_page_count(count: int, settings: Settings) -> None:
         raise TooLargeError(f"{count} pages exceeds max_pages={settings.max_pages}")
 
 
-def _check_pixels(width: float, height: float, settings: Settings, page: int) -> None:
+def bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of an image decoded by Pillow: 1 for bilevel, gray and palette images,
+    2 for 16-bit ones, 4 for the rest (Pillow pads RGB to 4; 32-bit integers and floats)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def _check_pixels(width: float, height: float, settings: Settings, page: int, mode: str = "L") -> None:
+    """The page's pixels, and the memory they take decoded (a PDF page renders to 8-bit gray)."""
     pixels = int(width) * int(height)
+    size = f"{int(width)}x{int(height)}"
     if pixels > settings.max_page_pixels:
         raise TooLargeError(
-            f"page of {int(width)}x{int(height)} pixels exceeds max_page_pixels={settings.max_page_pixels}",
+            f"page of {size} pixels exceeds max_page_pixels={settings.max_page_pixels}", page=page
+        )
+    depth = bytes_per_pixel(mode)
+    if pixels * depth > settings.max_page_bytes:
+        raise TooLargeError(
+            f"page of {size} pixels in mode {mode} ({depth} bytes per pixel) takes "
+            f"{pixels * depth:,} bytes decoded, exceeds max_page_bytes={settings.max_page_bytes:,}",
             page=page,
         )
 
@@ -202,7 +220,7 @@ def _image_pages(path: Path, settings: Settings, wanted: range) -> Iterator[Sour
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
             if number not in wanted:
                 continue  # seeking past a frame reads its header, not its pixels
-            _check_pixels(frame.width, frame.height, settings, number)
+            _check_pixels(frame.width, frame.height, settings, number, frame.mode)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -38,6 +38,10 @@ class PageResult(_Model):
     skew: float = Field(0.0, description="skew angle corrected, degrees")
     text_source: TextSource
     engine: str | None = Field(description="OCR engine, or null for a text-layer page")
+    languages: list[str] = Field(
+        default_factory=list,
+        description="OCR languages the page was read with (ISO 639-1); empty for a text layer",
+    )
     mean_confidence: float | None = Field(ge=0, le=1)
     text: str
     lines: list[Line]

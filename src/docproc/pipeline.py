@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from docproc import __version__, imaging, loader, logcontext, nlp, validate
+from docproc import __version__, imaging, loader, logcontext, nlp, ocr_languages, validate
 from docproc.models import DocumentResult, Line, PageResult, PlannedDocument
 from docproc.ocr import OcrPage, get_engine
 from docproc.settings import Settings
@@ -70,10 +70,14 @@ def finish(doc: PlannedDocument, parts: list[PagesRead], settings: Settings) -> 
     pages = sorted((page for part in parts for page in part.pages), key=lambda p: p.number)
     text, page_starts = _join_pages(pages)
     with timer.stage("nlp"):
-        analysis = nlp.analyze(text, page_starts)
+        analysis = nlp.analyze(text, page_starts, settings.nlp_max_chars)
     with timer.stage("validate"):
         quality = validate.assess_quality(
-            pages, analysis.entities, analysis.document_type, settings.min_confidence
+            pages,
+            analysis.entities,
+            analysis.document_type,
+            settings.min_confidence,
+            nlp_truncated=analysis.truncated,
         )
     timer.seconds["total"] = sum(timer.seconds.values())
     return DocumentResult(
@@ -108,13 +112,16 @@ def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> Pa
             text=page.text or "",
             lines=[Line(text=line.text, bbox=line.bbox, confidence=1.0) for line in page.lines],
         )
-    engine = get_engine(settings)
+    engine = get_engine(ocr_languages.engine_settings(settings))
     with timer.stage("preprocess"):
         prepared = imaging.prepare_page(page.image, settings, engine)
     height, width = prepared.image.shape[:2]
     with timer.stage("ocr"):
         # A sliver of a page holds no readable text, and the engines' own resizing fails on it.
-        ocr = engine.read(prepared.image) if min(height, width) >= MIN_TEXT_PIXELS else OcrPage.from_lines(())
+        if min(height, width) >= MIN_TEXT_PIXELS:
+            ocr, languages = ocr_languages.read(prepared.image, engine, settings)
+        else:
+            ocr, languages = OcrPage.from_lines(()), ()
     return PageResult(
         number=page.number,
         width=int(width),
@@ -123,6 +130,7 @@ def _read_page(page: loader.SourcePage, settings: Settings, timer: _Timer) -> Pa
         skew=round(prepared.skew, 3),
         text_source="ocr",
         engine=engine.name,
+        languages=list(languages),
         mean_confidence=None if ocr.mean_confidence is None else round(ocr.mean_confidence, 4),
         text=ocr.text,
         lines=[

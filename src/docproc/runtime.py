@@ -36,11 +36,11 @@ def configure_process(settings: Settings) -> None:
 
 def warm_up(settings: Settings) -> None:
     """Load the OCR engine and NLP models now rather than on the first document."""
-    from docproc import nlp
+    from docproc import nlp, ocr_languages
     from docproc.ocr import get_engine
 
     configure_process(settings)
-    get_engine(settings)
+    get_engine(ocr_languages.engine_settings(settings))
     nlp.load_models()
 
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, StringConstraints
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, StringConstraints, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from docproc import __version__
 
@@ -49,8 +49,10 @@ class Settings(BaseSettings):
         description="OCR engine: easyocr (default), tesseract, or a plugin's import path "
         "'package.module:EngineClass' (an OcrEngine subclass taking the languages).",
     )
-    languages: Annotated[tuple[str, ...], RESULT] = Field(
-        ("en",), description="OCR languages (easyocr codes)."
+    languages: Annotated[tuple[str, ...], NoDecode, RESULT] = Field(
+        ("en",),
+        description="OCR languages as ISO 639-1 codes, comma-separated (en,de,fr), or auto: "
+        "detect each page's language from a first English reading and read it again with that language.",
     )
     gpu: Annotated[bool, LOCAL] = Field(False, description="Let easyocr use a GPU if torch sees one.")
     dpi: Annotated[int, RESULT] = Field(
@@ -83,6 +85,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- outputs besides the result JSON and the plain text
+    searchable_pdf: Annotated[bool, RESULT] = Field(
+        True, description="Write pdf/<id>-<settings>.pdf: the document's pages with the OCR text over them."
+    )
+    pdfa: Annotated[bool, RESULT] = Field(
+        False, description="Make the searchable PDF a PDF/A-2b file (archival)."
+    )
+    markdown: Annotated[bool, RESULT] = Field(
+        True,
+        description="Write markdown/<id>-<settings>.md: headings, paragraphs and lists in reading order.",
+    )
+
     # -- limits (decompression bombs and runaway inputs end as quarantine `too_large`)
     max_document_bytes: Annotated[int, OUTCOME] = Field(
         200 * 2**20, description="Largest accepted document, bytes."
@@ -90,6 +104,15 @@ class Settings(BaseSettings):
     max_pages: Annotated[int, OUTCOME] = Field(1000, ge=1, description="Most pages accepted in one document.")
     max_page_pixels: Annotated[int, OUTCOME] = Field(
         90_000_000, ge=1, description="Most pixels in one page image (before scaling)."
+    )
+    max_page_bytes: Annotated[int, OUTCOME] = Field(
+        360_000_000,
+        ge=1,
+        description=(
+            "Most memory one decoded page image may take: its pixels times the bytes per pixel"
+            " it is decoded with (1 for gray and palette, 2 for 16-bit, 4 for color, 32-bit and"
+            " float), so the page limit depends on bit depth. Lower it for small workers."
+        ),
     )
 
     # -- execution
@@ -173,6 +196,21 @@ class Settings(BaseSettings):
     events_token: Annotated[SecretStr | None, LOCAL] = Field(
         None, description="Bearer token the MinIO webhook must present to `docproc events serve`."
     )
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _split_languages(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # en,de,fr from a person; ["en", "de"] from the Helm chart, which writes lists as JSON.
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        if isinstance(value, list | tuple):
+            codes = tuple(str(code).strip().lower() for code in value if str(code).strip())
+            if not codes:
+                raise ValueError("languages must name at least one language, or auto")
+            if "auto" in codes and len(codes) > 1:
+                raise ValueError("languages=auto cannot be combined with other languages")
+            return codes
+        return value
 
     @classmethod
     def scope(cls, name: str) -> Scope:

@@ -1,7 +1,8 @@
 """Validation: is a document's result good enough to use, or does a person need to look at it?
 
 Reasons are machine-readable strings: ``no_text``, ``low_confidence:<mean>``,
-``missing:<field>``. The status is ``failed`` with no text at all, ``needs_review`` with any
+``missing:<field>``, ``nlp_truncated`` (the text is longer than ``nlp_max_chars``: entities
+and type come from its beginning only). The status is ``failed`` with no text at all, ``needs_review`` with any
 other reason, else ``ok``.
 """
 
@@ -46,6 +47,8 @@ def assess_quality(
     entities: Sequence[Entity],
     document_type: DocumentType,
     min_confidence: float,
+    *,
+    nlp_truncated: bool = False,
 ) -> Quality:
     if not any(page.text.strip() for page in pages):
         return Quality(status="failed", reasons=["no_text"])
@@ -57,4 +60,6 @@ def assess_quality(
     reasons.extend(
         f"missing:{field}" for field in EXPECTED_FIELDS.get(document_type.label, ()) if field not in present
     )
+    if nlp_truncated:
+        reasons.append("nlp_truncated")
     return Quality(status="needs_review" if reasons else "ok", reasons=reasons)

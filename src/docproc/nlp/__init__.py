@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # spaCy's model is English: on other languages it labels capitalized words at random, so its
 # entities would be noise presented as facts. "und" (too little text to tell) still runs it.
 NER_LANGUAGES = frozenset({"en", "und"})
+# Default of Settings.nlp_max_chars: spaCy's own max_length. Every NLP step is linear in the
+# text, so this bounds the NLP time of one document however long its text is.
+MAX_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Analysis:
     language: Language
     entities: list[Entity]  # sorted by start offset
     document_type: DocumentType
+    truncated: bool = False  # entities and type come from the first ``max_chars`` characters only
 
 
 def load_models() -> None:
@@ -42,12 +46,25 @@ def _segments(text: str, page_starts: Sequence[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def analyze(text: str, page_starts: Sequence[int]) -> Analysis:
+def _analysed_length(text: str, max_chars: int) -> int:
+    """How much of ``text`` is analysed: all of it, or up to the last whitespace before
+    ``max_chars`` so that no word is cut into a false entity at the edge."""
+    if len(text) <= max_chars:
+        return len(text)
+    cut = max(text.rfind(ws, max_chars // 2, max_chars) for ws in ("\n", " ", "\t", "\f"))
+    return cut if cut > 0 else max_chars
+
+
+def analyze(text: str, page_starts: Sequence[int], max_chars: int = MAX_CHARS) -> Analysis:
     """Language, entities and type of ``text``, the pages of a document joined by form feeds.
 
     ``page_starts[i]`` is the offset in ``text`` where page ``i + 1`` starts; it gives each
-    entity its 1-based page.
+    entity its 1-based page. Only the first ``max_chars`` characters are analysed (then
+    ``truncated`` is set), which bounds the time of a huge text.
     """
+    full_length = len(text)
+    text = text[: _analysed_length(text, max_chars)]
+    page_starts = [start for start in page_starts if start < len(text)] or ([0] if page_starts else [])
 
     def page_of(offset: int) -> int | None:
         return bisect.bisect_right(page_starts, offset) or None
@@ -87,4 +104,11 @@ def analyze(text: str, page_starts: Sequence[int]) -> Analysis:
     else:
         log.debug("language %s: named entities skipped", lang.code)
     entities.sort(key=lambda e: (e.start, e.end))
-    return Analysis(language=lang, entities=entities, document_type=doctype.classify(text, entities))
+    if len(text) < full_length:
+        log.info("NLP looked at the first %d of %d characters", len(text), full_length)
+    return Analysis(
+        language=lang,
+        entities=entities,
+        document_type=doctype.classify(text, entities),
+        truncated=len(text) < full_length,
+    )

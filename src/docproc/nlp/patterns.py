@@ -25,6 +25,7 @@ phone number inside an IBAN or an invoice number that looks like a phone number 
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,24 +153,78 @@ def _money(text: str) -> Iterator[PatternMatch]:
 
 # -- emails, URLs
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
-_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+# Every pattern here runs in time linear in the text (a test feeds each one adversarial input):
+# a run that may repeat is anchored by a lookbehind so that it is scanned from its first
+# character only, and possessive quantifiers (``++``, ``*+``) never give back what they took.
+
+# An address is found in steps: a local part ending in "@", a word boundary in it, then
+# dot-separated labels cut back to the last one that starts with a top-level domain. The single
+# regex ``\b[local]+@label(?:\.label)*\.[A-Za-z]{2,}\b`` finds the same addresses but
+# backtracks quadratically on "a.a.a.a..." (a run of local-part characters without "@").
+_LOCAL = r"[A-Za-z0-9._%+-]"
+_LOCAL_AT_HERE = re.compile(rf"{_LOCAL}++@")
+_LOCAL_AT = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@")
+_DOMAIN = re.compile(r"[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+")
+_TLD = re.compile(r"[A-Za-z]{2,}")
+_WORD_EDGE = re.compile(r"\b")
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]++", re.IGNORECASE)
 _URL_TRAILING = ".,;:!?'\")]}"
 
 
+def _is_word_char(text: str, index: int) -> bool:
+    return index < len(text) and (text[index].isalnum() or text[index] == "_")
+
+
 def _emails(text: str) -> Iterator[PatternMatch]:
-    for m in _EMAIL.finditer(text):
-        local = m[0][: m.start("domain") - m.start() - 1]
-        yield PatternMatch("email", m.start(), m.end(), f"{local}@{m['domain'].lower()}")
+    pos = 0
+    while True:
+        # A run that starts where the last match ended is only matched there; other runs only
+        # from their first character: each character is scanned a bounded number of times.
+        run = _LOCAL_AT_HERE.match(text, pos) or _LOCAL_AT.search(text, pos)
+        if run is None:
+            return
+        at = run.end() - 1
+        pos = at + 1
+        edge = _WORD_EDGE.search(text, run.start(), at + 1)
+        domain = _DOMAIN.match(text, at + 1)
+        if edge is None or edge.start() >= at or domain is None:
+            continue
+        end = _domain_end(text, domain.start(), domain[0])
+        if end is None:
+            continue
+        pos = end
+        address = f"{text[edge.start() : at]}@{text[at + 1 : end].lower()}"
+        yield PatternMatch("email", edge.start(), end, address)
+
+
+def _domain_end(text: str, start: int, candidate: str) -> int | None:
+    """Where the longest domain in ``candidate`` (at ``start`` in ``text``) ends: its last label
+    begins with a top-level domain (two or more letters) that ends at a word boundary."""
+    labels = candidate.split(".")
+    offsets = list(itertools.accumulate((len(label) + 1 for label in labels[:-1]), initial=start))
+    for index in range(len(labels) - 1, 0, -1):
+        tld = _TLD.match(labels[index])
+        if tld is not None:
+            end = offsets[index] + tld.end()
+            if not _is_word_char(text, end):
+                return end
+    return None
 
 
 def _urls(text: str) -> Iterator[PatternMatch]:
     for m in _URL.finditer(text):
         url = m[0]
         # Sentence punctuation after a URL is not part of it; a closing bracket is when it
-        # balances one inside (https://en.wikipedia.org/wiki/Foo_(bar)).
-        while url and url[-1] in _URL_TRAILING and not (url[-1] == ")" and url.count("(") >= url.count(")")):
-            url = url[:-1]
+        # balances one inside (https://en.wikipedia.org/wiki/Foo_(bar)). Trimmed by index:
+        # slicing one character at a time is quadratic on a URL followed by a long run of dots.
+        end, opened, closed = len(url), url.count("("), url.count(")")
+        while end and url[end - 1] in _URL_TRAILING:
+            if url[end - 1] == ")":
+                if opened >= closed:
+                    break
+                closed -= 1
+            end -= 1
+        url = url[:end]
         if "." not in url.split("//", 1)[-1]:
             continue
         value = url if "://" in url else f"http://{url}"
@@ -242,7 +297,7 @@ _REF_KEYWORD = "|".join(re.escape(k) for k in sorted(_REFERENCE_KINDS, key=len, 
 # identifier with at least one digit: "Invoice 2024" or "Order confirmed" are not references.
 _REFERENCE = re.compile(
     rf"(?i:\b(?P<kw>{_REF_KEYWORD})\s*"
-    r"(?:(?:no|nr|num|number|id)\b\.?\s*[:#]?|#|:)\s*#?\s*)"
+    r"(?:(?:no|nr|num|number|id)\b\.?\s*+[:#]?|#|:)\s*+#?\s*+)"
     r"(?P<ref>(?=[A-Za-z0-9/-]*\d)[A-Za-z0-9](?:[A-Za-z0-9/-]*[A-Za-z0-9])?)"
 )
 
