@@ -44,10 +44,12 @@ from docproc import isolation, jobs, report, runtime
 from docproc.errors import (
     AttemptTimeoutError,
     ConfigurationError,
+    DocprocError,
     ObjectNotFoundError,
     TransientError,
     WorkerCrashedError,
 )
+from docproc.index import SourceIndex
 from docproc.models import (
     AttemptEvidence,
     DocumentOutcome,
@@ -425,7 +427,7 @@ class _Dispatcher:
         what = "outlived its time limit" if timed_out else "ended its worker process"
         error = error_cls(f"every attempt ({len(evidence)}) {what}: {evidence[-1].detail}")
         if isinstance(item, ObjectInfo):
-            source, doc_id = item.key, None
+            source, doc_id = item.key, item.sha256
         else:
             doc = item.doc if isinstance(item, DocumentSlice) else item
             source, doc_id = doc.source, doc.id
@@ -510,6 +512,8 @@ def process_documents(
 
     run_log = report.RunLog(dst, run_id, settings.report_limit)
     progress: _Progress | None = None
+    index = SourceIndex(dst, src.url)
+    objects: list[ObjectInfo] = []
     error: str | None = None
 
     def record(outcome: DocumentOutcome) -> None:
@@ -521,6 +525,11 @@ def process_documents(
         # Listed inside: a listing that fails (storage down) still leaves a report saying so.
         objects = _list_inputs(src, keys, excluded)
         logger.info("%d documents under %s", len(objects), src.url)
+        if index.load():
+            objects = [index.known(o) for o in objects]
+            logger.info(
+                "%d of them unchanged since an earlier run", sum(o.sha256 is not None for o in objects)
+            )
         progress = _Progress(len(objects))
         leftovers = _leftover_parts(dst)
         context = FlowRunContext.get()
@@ -536,12 +545,13 @@ def process_documents(
             src=src,
             dst=dst,
         )
-        _process(dispatcher, objects, settings, record, logger)
+        _process(dispatcher, objects, settings, record, index, logger)
         _clean_leftover_parts(dst, leftovers, settings)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        _save_index(index, objects if keys is None and error is None else None, logger)
         run_report = run_log.report(src.url, dst.url, started_at, datetime.now(UTC), settings, error)
         prefix = report.write_report(dst, run_report)
         location = dst.url.rstrip("/") + "/" + prefix
@@ -559,23 +569,38 @@ def process_documents(
     return run_report
 
 
+def _save_index(index: SourceIndex, listed: list[ObjectInfo] | None, logger: Any) -> None:
+    """Store what the run learned; ``listed`` (a complete listing) also drops gone objects.
+    A failure here costs the next run some downloads, not this run its report."""
+    try:
+        index.save(None if listed is None else (o.key for o in listed))
+    except DocprocError as exc:
+        logger.warning("the source index was not saved (the next run hashes again): %s", exc)
+
+
 def _process(
     dispatcher: _Dispatcher,
     objects: list[ObjectInfo],
     settings: Settings,
     record: Callable[[DocumentOutcome], None],
+    index: SourceIndex,
     logger: Any,
 ) -> None:
     for chunk in jobs.chunks(objects, INSPECT_CHUNK):
         dispatcher.submit("inspect", list(chunk))
     planned: list[PlannedDocument] = []
     decided = Counter[str]()
-    for _, _, result in dispatcher:
+    for _, item, result in dispatcher:
+        assert isinstance(item, ObjectInfo)
         if isinstance(result, DocumentOutcome):
             record(result)
             decided[result.status] += 1
+            if result.id is not None and result.reason not in ("worker_crashed", "timeout"):
+                index.learn(item, result.id)
         else:
             planned.append(result)
+            if result.size_bytes == item.size:  # else it changed since the listing
+                index.learn(item, result.id)
 
     planned, duplicates = jobs.split_duplicates(planned, settings)
     for outcome in duplicates:
