@@ -35,6 +35,7 @@ class Counting(Storage):
 
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
+        self.copies_on_read = inner.copies_on_read
         self.downloads: Counter[str] = Counter()
 
     @property

@@ -45,6 +45,7 @@ from docproc.models import (
 )
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage, source_copy
+from docproc.storage.cache import copy_cache
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def inspect_object(
     try:
         with source_copy(src, obj.key) as path:
             doc_id = sha256_file(path)
+            if src.copies_on_read and settings.copy_cache_bytes:  # its slices will want it
+                copy_cache(settings.copy_cache_bytes).put(src.url, obj.key, doc_id, path)
             existing = _existing_outcome(dst, obj.key, doc_id, settings)
             if existing is not None:
                 return existing
@@ -110,6 +113,24 @@ def inspect_object(
         pages=info.page_count,
         size_bytes=info.size_bytes,
     )
+
+
+@contextmanager
+def document_copy(src: Storage, key: str, doc_id: str, settings: Settings) -> Iterator[Path]:
+    """A local copy of a planned source document: this worker's kept copy when its inspection
+    or an earlier slice downloaded it here already, else downloaded (and kept)."""
+    if not src.copies_on_read or not settings.copy_cache_bytes:
+        with source_copy(src, key) as path:
+            yield path
+        return
+    cache = copy_cache(settings.copy_cache_bytes)
+    with cache.get(src.url, key, doc_id) as kept:
+        if kept is not None:
+            yield kept
+            return
+    with source_copy(src, key) as path:
+        cache.put(src.url, key, doc_id, path)
+        yield path
 
 
 def vanished(source: str, doc_id: str | None, error: SourceMissingError) -> DocumentOutcome:
@@ -197,7 +218,7 @@ def process_document(src: Storage, dst: Storage, doc: PlannedDocument, settings:
     if existing is not None:  # a retried batch: this document was finished by the first attempt
         return existing
     try:
-        with source_copy(src, doc.source) as path:
+        with document_copy(src, doc.source, doc.id, settings) as path:
             try:
                 with _contained(doc.source):
                     result = pipeline.finish(doc, [_read_with_engine_retry(path, doc, settings)], settings)
@@ -251,7 +272,7 @@ def _read_parts(
     src: Storage, dst: Storage, doc: PlannedDocument, settings: Settings, first: int, last: int
 ) -> None:
     """Read pages first..last and keep each as its own part, or a part naming the error."""
-    with source_copy(src, doc.source) as path:
+    with document_copy(src, doc.source, doc.id, settings) as path:
         try:
             with _contained(doc.source):
                 read = _read_with_engine_retry(path, doc, settings, first, last)
@@ -357,7 +378,11 @@ def _store_result(
         dst,
         result,
         settings,
-        lambda: contextlib.nullcontext(local_path) if local_path else source_copy(src, doc.source),
+        lambda: (
+            contextlib.nullcontext(local_path)
+            if local_path
+            else document_copy(src, doc.source, doc.id, settings)
+        ),
     )
     dst.write_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
     if settings.retry_quarantined:  # processed after all: its old quarantine no longer applies

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     report_limit: Annotated[int, LOCAL] = Field(
         100, ge=1, description="Documents and problems listed in a run report; all are in its outcomes files."
     )
+    copy_cache_bytes: Annotated[int, LOCAL] = Field(
+        2 * 2**30,
+        ge=0,
+        description="Downloaded documents each worker process keeps on local disk, bytes, so the "
+        "slices of a long document download it once per worker (0: off). Folders are read in place.",
+    )
     retries: Annotated[int, LOCAL] = Field(3, ge=0, description="Retries of a batch on transient errors.")
     retry_delay_seconds: Annotated[float, LOCAL] = Field(
         2.0, ge=0, description="First retry delay; doubles each time."

@@ -44,6 +44,10 @@ def clean_key(key: str) -> str:
 class Storage(abc.ABC):
     """Keys are '/'-separated, relative to the storage's root; see :func:`clean_key`."""
 
+    copies_on_read: bool = True
+    """Whether ``local_copy`` downloads the object (worth keeping a copy of) rather than
+    handing out the stored file itself."""
+
     @property
     @abc.abstractmethod
     def url(self) -> str:

@@ -33,6 +33,8 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
 
 
 class LocalStorage(Storage):
+    copies_on_read = False  # local_copy yields the file in place
+
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().resolve()
 
