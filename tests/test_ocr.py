@@ -14,7 +14,12 @@ import threading
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
+from os import environ, pathsep
+from os.path import realpath
 from pathlib import Path
+from shutil import which
+from typing import TypeVar
 
 import numpy as np
 import psutil
@@ -24,6 +29,7 @@ from PIL import Image
 from docproc import imaging
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
+from docproc.ocr.tesseract_engine import TesseractEngine
 from docproc.settings import Settings
 from tests.documents import MULTILINGUAL_LINES, multilingual_pdf
 
@@ -280,35 +286,89 @@ def test_tesseract_corrects_rotated_page(
     assert cer(tesseract_engine.read(prepared.image).text, phototest_text) <= 0.02
 
 
-def test_tesseract_killed_mid_page_is_a_docproc_error(tesseract_engine: OcrEngine, corpus: Path) -> None:
-    # Real fault: SIGKILL the tesseract process while it reads a large page (OCRmyPDF's test
-    # kills its engine the same way). The read must end in OcrEngineError, not hang or pass.
+def test_tesseract_killed_mid_page_is_a_docproc_error(
+    tesseract_settings: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real fault: SIGKILL the real tesseract process while it reads a large page (OCRmyPDF's
+    # test kills its engine the same way). The read must end in OcrEngineError, not hang or pass.
+    # Aimed, not timed: a `tesseract` first on PATH stops itself before it becomes the real
+    # program, so the test finds it however loaded the machine, lets it go and kills it once it
+    # runs the real binary, which then still has the page's OCR ahead of it.
+    real = which("tesseract")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "tesseract"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--version*|*--list-langs*) exec {real} "$@";; esac\n'
+        f'kill -STOP $$\nexec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{pathsep}{environ['PATH']}")
+    engine = TesseractEngine(tesseract_settings.languages)  # not the cached one: this PATH
     with Image.open(corpus / "linn.png") as image:
         page = np.asarray(imaging.to_gray8(image))
     errors: list[BaseException] = []
 
     def read() -> None:
         try:
-            tesseract_engine.read(page)
+            engine.read(page)
         except Exception as exc:  # noqa: BLE001 - the test asserts on whatever the thread raised
             errors.append(exc)
 
     reader = threading.Thread(target=read)
     reader.start()
-    me = psutil.Process()
-    victim = None
-    for _ in range(600):
-        victim = next((p for p in me.children() if p.name() == "tesseract"), None)
-        if victim is not None or not reader.is_alive():
-            break
-        time.sleep(0.05)
-    assert victim is not None, "tesseract never started"
-    victim.send_signal(signal.SIGKILL)
-    reader.join(timeout=60)
+    try:
+        victim = _wait_for(lambda: _stopped_child("tesseract"), "a stopped tesseract", reader, errors)
+        victim.resume()
+        real_exe = realpath(real)
+        _wait_for(lambda: _exe(victim) == real_exe, "tesseract to exec the real binary", reader, errors)
+        victim.send_signal(signal.SIGKILL)
+    finally:
+        for child in psutil.Process().children():
+            if child.name() == "tesseract" and child.status() == psutil.STATUS_STOPPED:
+                child.kill()
+        reader.join(timeout=120)
     assert not reader.is_alive()
-    assert len(errors) == 1
+    assert len(errors) == 1, errors
     assert isinstance(errors[0], OcrEngineError)
     assert "signal 9" in str(errors[0])
+
+
+def _stopped_child(name: str) -> psutil.Process | None:
+    for child in psutil.Process().children():
+        try:
+            if child.name() == name and child.status() == psutil.STATUS_STOPPED:
+                return child
+        except psutil.Error:  # ended while we looked
+            continue
+    return None
+
+
+def _exe(process: psutil.Process) -> str | None:
+    try:  # not process.exe(), which psutil caches from its first call
+        return realpath(f"/proc/{process.pid}/exe")
+    except OSError:
+        return None
+
+
+T = TypeVar("T")
+
+
+def _wait_for(
+    found: Callable[[], T | None], what: str, reader: threading.Thread, errors: list[BaseException]
+) -> T:
+    deadline = time.monotonic() + 120
+    while True:
+        value = found()
+        if value:
+            return value
+        if not reader.is_alive():
+            pytest.fail(f"the read ended before {what}: {errors}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after 120 s")
+        time.sleep(0.01)
 
 
 def test_tesseract_unknown_language(tesseract_settings: Settings) -> None:

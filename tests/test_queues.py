@@ -1,17 +1,15 @@
 """Work pool, queues and deployments on a real Prefect server; queue priority with a real worker.
 
-The priority tests run a real `prefect worker start --type process` against the session's
-Prefect server, with the pool's concurrency at 1 so that runs go one at a time and the order
-in which they start is the order in which the server handed them out.
+The priority tests queue every run first and only then start a real `prefect worker start
+--type process` (``tests/fixtures/prefect_worker.py``) against the session's Prefect server,
+with the pool's concurrency at 1: the order in which runs start is the order in which the
+server handed them out, whatever the machine's load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -28,10 +26,7 @@ from docproc.cli import app
 from docproc.queues import QUEUES, WORK_POOL_NAME, Priority
 from flows import deployments
 from tests.fixtures.prefect_server import PrefectServer
-from tests.processes import stop
-
-RUN_TIMEOUT = 240.0
-
+from tests.fixtures.prefect_worker import ProcessWorker
 
 # -- prefect.yaml against the one definition of the queues -----------------------------------
 
@@ -207,44 +202,6 @@ def txt_source(tmp_path: Path, corpus: Path) -> Path:
     return source
 
 
-@pytest.fixture
-def process_worker(
-    prefect_api: PrefectServer, docproc_pool: str, tmp_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real process worker on the pool, its concurrency at 1, polling every second."""
-    with get_client(sync_client=True) as client:
-        client.update_work_pool(WORK_POOL_NAME, _pool_update(concurrency_limit=1))
-    log = (tmp_path / "worker.log").open("wb")
-    env = prefect_api.env(
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_WORKER_PREFETCH_SECONDS="0",
-        DOCPROC_WORKERS="1",
-    )
-    env = {k: v for k, v in env.items() if not k.startswith("DOCPROC_") or k == "DOCPROC_WORKERS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL_NAME, "--type", "process"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    proc.log_path = tmp_path / "worker.log"  # type: ignore[attr-defined]
-    try:
-        yield proc
-    finally:
-        stop(proc, timeout=30)
-        log.close()
-        with get_client(sync_client=True) as client:
-            client.update_work_pool(WORK_POOL_NAME, _pool_update(concurrency_limit=None))
-
-
-def _pool_update(concurrency_limit: int | None):  # type: ignore[no-untyped-def]
-    from prefect.client.schemas.actions import WorkPoolUpdate
-
-    return WorkPoolUpdate(concurrency_limit=concurrency_limit)
-
-
 def _create(priority: str, source: Path, dest: Path, scheduled: datetime | None = None) -> FlowRun:
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(deployments.deployment_name(priority))
@@ -255,51 +212,47 @@ def _create(priority: str, source: Path, dest: Path, scheduled: datetime | None 
         )
 
 
-def _wait_final(ids: list[UUID], worker: subprocess.Popen[bytes]) -> dict[UUID, FlowRun]:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while True:
-        with get_client(sync_client=True) as client:
-            runs = {i: client.read_flow_run(i) for i in ids}
-        if all(r.state and r.state.is_final() for r in runs.values()):
-            return runs
-        if worker.poll() is not None or time.monotonic() > deadline:
-            log = Path(worker.log_path).read_text(errors="replace")[-5000:]  # type: ignore[attr-defined]
-            states = {str(i): r.state_name for i, r in runs.items()}
-            pytest.fail(f"runs not final ({states}); worker log:\n{log}")
-        time.sleep(1)
+def _critical_first(worker: ProcessWorker, critical: UUID, bulk: list[UUID]) -> FlowRun:
+    """The worker's first run must be the critical one, although every bulk run was queued first.
 
-
-def _wait_any_started(ids: list[UUID], worker: subprocess.Popen[bytes]) -> UUID:
-    deadline = time.monotonic() + RUN_TIMEOUT
+    The order comes from the runs' start times on the server, not from durations. Each run of
+    the real flow costs tens of seconds here, so once the critical run has started the bulk
+    queue is paused and its runs deleted instead of being run to the end.
+    """
+    everything = [critical, *bulk]
+    started = worker.wait_runs(everything, lambda r: r.id != critical or r.start_time is not None)
     with get_client(sync_client=True) as client:
-        while True:
-            for run_id in ids:
-                state = client.read_flow_run(run_id).state
-                if state is not None and not state.is_scheduled():
-                    return run_id
-            if worker.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(Path(worker.log_path).read_text(errors="replace")[-5000:])  # type: ignore[attr-defined]
-            time.sleep(0.3)
-
-
-def _start_order(runs: dict[UUID, FlowRun]) -> list[UUID]:
-    for run in runs.values():
-        assert run.state is not None
-        assert run.state.is_completed(), (run.name, run.state)
-        assert run.start_time is not None
-    return [r.id for r in sorted(runs.values(), key=lambda r: r.start_time)]  # type: ignore[arg-type, return-value]
+        bulk_queue = client.read_work_queue_by_name("bulk", work_pool_name=WORK_POOL_NAME)
+        client.update_work_queue(bulk_queue.id, is_paused=True)
+        try:
+            started = {i: client.read_flow_run(i) for i in everything}
+            for i in bulk:
+                client.delete_flow_run(i)
+        finally:
+            client.update_work_queue(bulk_queue.id, is_paused=False)
+    critical_start = started[critical].start_time
+    assert critical_start is not None
+    early = [
+        r.name
+        for i, r in started.items()
+        if i != critical and r.start_time and r.start_time <= critical_start
+    ]
+    assert early == [], f"bulk runs started before the critical run: {early}"
+    final = worker.wait_final([critical])[critical]
+    assert final.state is not None
+    assert final.state.is_completed(), final.state
+    assert final.work_queue_name == "critical"
+    return final
 
 
 def test_critical_run_overtakes_queued_bulk_runs(
-    process_worker: subprocess.Popen[bytes], txt_source: Path, tmp_path: Path
+    process_worker_factory: Callable[..., ProcessWorker], txt_source: Path, tmp_path: Path
 ) -> None:
+    # Every run is queued before the worker starts: three bulk runs first, then a critical one.
     bulk = [_create("bulk", txt_source, tmp_path / f"out-bulk{i}") for i in range(3)]
-    # One bulk run takes the pool's only slot; the other two wait in the bulk queue.
-    first = _wait_any_started([r.id for r in bulk], process_worker)
-    assert first == bulk[0].id
     critical = _create("critical", txt_source, tmp_path / "out-critical")
-    runs = _critical_next(first, critical.id, [r.id for r in bulk], process_worker)
-    assert runs[critical.id].work_queue_name == "critical"
+    worker = process_worker_factory(DOCPROC_WORKERS="1")
+    _critical_first(worker, critical.id, [r.id for r in bulk])
     report = tmp_path / "out-critical" / "runs" / str(critical.id) / "report.json"
     assert report.is_file()
 
@@ -312,39 +265,16 @@ def test_critical_run_overtakes_queued_bulk_runs(
     assert f"report: {report}" in result.output
 
 
-def _critical_next(
-    first: UUID, critical: UUID, bulk: list[UUID], worker: subprocess.Popen[bytes]
-) -> dict[UUID, FlowRun]:
-    """Wait for the critical run to start; the bulk runs still waiting then must not have started.
-
-    Each run of the real flow costs tens of seconds here, so the waiting bulk runs are deleted
-    once the order is decided instead of being run to the end.
-    """
-    _wait_any_started([critical], worker)
-    waiting = [i for i in bulk if i != first]
-    with get_client(sync_client=True) as client:
-        states = {i: client.read_flow_run(i).state for i in waiting}
-        for i in waiting:
-            client.delete_flow_run(i)
-    assert all(s is not None and s.is_scheduled() for s in states.values()), states
-    runs = _wait_final([first, critical], worker)
-    order = _start_order(runs)
-    assert order == [first, critical]
-    return runs
-
-
 def test_critical_run_overtakes_late_bulk_runs(
-    process_worker: subprocess.Popen[bytes], txt_source: Path, tmp_path: Path
+    process_worker_factory: Callable[..., ProcessWorker], txt_source: Path, tmp_path: Path
 ) -> None:
     """Prefect issue 14950: bulk runs an hour late must still wait behind an on-time critical run."""
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     bulk = [_create("bulk", txt_source, tmp_path / f"out-bulk{i}", scheduled=an_hour_ago) for i in range(3)]
-    first = _wait_any_started([r.id for r in bulk], process_worker)
     critical = _create("critical", txt_source, tmp_path / "out-critical")
-    with get_client(sync_client=True) as client:
-        late = [client.read_flow_run(r.id) for r in bulk if r.id != first]
-    assert all(r.expected_start_time < critical.expected_start_time for r in late)  # type: ignore[operator]
-    _critical_next(first, critical.id, [r.id for r in bulk], process_worker)
+    assert all(r.expected_start_time < critical.expected_start_time for r in bulk)  # type: ignore[operator]
+    worker = process_worker_factory(DOCPROC_WORKERS="1")
+    _critical_first(worker, critical.id, [r.id for r in bulk])
 
 
 def test_inbox_scan_submits_once_per_inbox_listing(
