@@ -17,8 +17,11 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, ValidationError
 
+from docproc import report
+from docproc.errors import DocprocError
 from docproc.models import RunReport
 from docproc.settings import Settings
+from docproc.storage import open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
         "state": state.name,
         "message": (state.message or "")[:2000],
         "counts": None,
-        "report_location": None,  # a run that did not finish wrote no report
+        "report_location": _written_report(destination, run_id, settings),
         "source": parameters.get("source"),
         "destination": destination,
         "priority": str(parameters.get("priority", "")) or None,
@@ -120,6 +123,21 @@ def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
         "url": _run_url(run_id),
     }
     send_alert(settings, payload)
+
+
+def _written_report(destination: str | None, run_id: str, settings: Settings) -> str | None:
+    """Where the run's report is, if it wrote one before it ended: a failed run and a terminated
+    one do, in their ``finally``; a killed one (SIGKILL, an OOM kill) or a storage that refuses
+    writes leaves none."""
+    if not destination:
+        return None
+    key = report.report_prefix(run_id) + "report.json"
+    try:
+        dst = open_storage(destination, settings)
+        return dst.url.rstrip("/") + "/" + key if dst.exists(key) else None
+    except DocprocError as exc:  # the alert matters more than its link
+        logger.warning("alert without a report location: %s", type(exc).__name__)
+        return None
 
 
 def _run_url(run_id: str) -> str | None:

@@ -197,6 +197,10 @@ def test_failed_run_notifies_through_the_hook(
     assert payload["destination"] == str(out)
     assert payload["url"] == f"{prefect_api.ui_url}/runs/flow-run/{payload['run_id']}"
     assert "SignatureDoesNotMatch" in str(payload["message"]), payload["message"]
+    # The failed run still wrote its report (to the local destination), and the alert links it.
+    written = out / "runs" / payload["run_id"] / "report.json"
+    assert payload["report_location"] == str(written)
+    assert "SignatureDoesNotMatch" in str(RunReport.model_validate_json(written.read_text()).error)
     body = receiver.requests[0][2]
     assert wrong_secret.encode() not in body
     assert WEBHOOK_TOKEN.encode() not in body
@@ -262,9 +266,14 @@ def test_crashed_run_notifies_through_the_hook(
     flow_process.wait(timeout=120)
     dask_worker.wait(timeout=120)
     assert len(receiver.requests) == 1, receiver.payloads()
+    written = out / "runs" / str(run.id) / "report.json"
     if sig == signal.SIGTERM:  # a flow that gets to run its `finally` writes its report
-        report = RunReport.model_validate_json((out / "runs" / str(run.id) / "report.json").read_text())
+        report = RunReport.model_validate_json(written.read_text())
         assert "TerminationSignal" in str(report.error), report.error
+        assert payload["report_location"] == str(written)
+    else:  # killed outright: no report, and the alert does not point at one
+        assert not written.exists()
+        assert payload["report_location"] is None
 
 
 def _wait_payloads(receiver: Receiver, count: int, worker: ProcessWorker) -> list[dict[str, object]]:
