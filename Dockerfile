@@ -105,7 +105,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # so the runtime gets only the converted files, not the conversion's scratch.
 FROM build AS models
 COPY --from=project /out/ /
-RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
+# The second call runs as the runtime user: it finds the set complete and readable, or fails the build.
+RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models \
+    && HOME=/tmp setpriv --reuid=10001 --regid=10001 --clear-groups \
+        /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
 
 FROM build AS runtime
 LABEL org.opencontainers.image.title="docproc" \
