@@ -169,6 +169,7 @@ def engines_table(images: dict[str, np.ndarray], threads: int) -> dict[str, Any]
 
 
 _pool_engine: Any = None
+_NO_PREPARATION = {"DOCPROC_DETECT_ORIENTATION": "false", "DOCPROC_DESKEW": "false"}
 
 
 def _pool_init(engine: str, threads: int) -> None:
@@ -222,7 +223,9 @@ def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path,
     return inbox, order
 
 
-def docproc_run(inbox: Path, engine: str, workers: int) -> tuple[RunReport, float, dict[str, float]]:
+def docproc_run(
+    inbox: Path, engine: str, workers: int, env: dict[str, str] | None = None
+) -> tuple[RunReport, float, dict[str, float]]:
     """The run's report, the CPU seconds of the whole command (API, cluster, workers) and the
     worker seconds per stage summed over the results."""
     started_cpu = cpu_seconds()
@@ -234,6 +237,7 @@ def docproc_run(inbox: Path, engine: str, workers: int) -> tuple[RunReport, floa
         ],
         check=True,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     [report_path] = out.glob("runs/*/report.json")
     report = RunReport.model_validate_json(report_path.read_text())
@@ -256,9 +260,10 @@ def platform_runs(
         plan.append(("easyocr-torch", cores))
     print(
         "\n| engine | workers | pages | `docproc run` pages/s (flow) | raw pool pages/s (warm) | ratio "
-        "| raw pool pages/s (cold) | `docproc run` CPU s (command) | raw pool CPU s | load avg |"
+        "| without orientation/deskew: pages/s, ratio | raw pool pages/s (cold) "
+        "| `docproc run` CPU s (command) | raw pool CPU s | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     figures: dict[str, Any] = {}
     for engine, workers in plan:
         # Enough copies of the five pages for about `seconds` of this engine's work on the cores.
@@ -268,6 +273,9 @@ def platform_runs(
         load_before = os.getloadavg()[0]
         raw = raw_pool(order, engine, workers)
         report, run_cpu, stages = docproc_run(inbox, engine, workers)
+        # The same run without orientation and skew detection: the engine's reading plus
+        # only what the platform adds (loading, NLP, outputs, storage, Prefect and Dask).
+        bare, _, _ = docproc_run(inbox, engine, workers, _NO_PREPARATION)
         shutil.rmtree(inbox)
         load = (load_before + os.getloadavg()[0]) / 2
         ratio = report.pages_per_second / raw["pages_per_s"]
@@ -279,6 +287,8 @@ def platform_runs(
             "raw_pool_pages_per_s_cold": round(raw["pages_per_s_cold"], 4),
             "ratio": round(ratio, 3),
             "ratio_vs_cold_pool": round(report.pages_per_second / raw["pages_per_s_cold"], 3),
+            "no_orientation_deskew_pages_per_s": bare.pages_per_second,
+            "no_orientation_deskew_ratio": round(bare.pages_per_second / raw["pages_per_s"], 3),
             "flow_wall_s": report.wall_seconds,
             "docproc_cpu_s": round(run_cpu, 1),
             "raw_pool_cpu_s": round(raw["cpu_s"], 1),
@@ -287,7 +297,9 @@ def platform_runs(
         }
         print(
             f"| {engine} | {workers} | {report.pages} | {report.pages_per_second:.3f} | "
-            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | {raw['pages_per_s_cold']:.3f} | {run_cpu:.0f} | "
+            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | "
+            f"{bare.pages_per_second:.3f}, {bare.pages_per_second / raw['pages_per_s']:.2f} | "
+            f"{raw['pages_per_s_cold']:.3f} | {run_cpu:.0f} | "
             f"{raw['cpu_s']:.0f} | {load:.1f} |",
             flush=True,
         )
