@@ -256,6 +256,9 @@ def platform_runs(
 ) -> dict[str, Any]:
     cores = runtime.available_cores()
     plan = [("easyocr", 1), ("easyocr", 2), ("rapidocr", cores), ("tesseract", cores)]
+    # --without-preparation: each run again without orientation and skew detection, to tell
+    # the platform's own cost from the preparation's (doubles the runs' time).
+    prepare_off = "--without-preparation" in sys.argv
     if "--torch-run" in sys.argv:
         plan.append(("easyocr-torch", cores))
     print(
@@ -275,7 +278,7 @@ def platform_runs(
         report, run_cpu, stages = docproc_run(inbox, engine, workers)
         # The same run without orientation and skew detection: the engine's reading plus
         # only what the platform adds (loading, NLP, outputs, storage, Prefect and Dask).
-        bare, _, _ = docproc_run(inbox, engine, workers, _NO_PREPARATION)
+        bare = docproc_run(inbox, engine, workers, _NO_PREPARATION)[0] if prepare_off else None
         shutil.rmtree(inbox)
         load = (load_before + os.getloadavg()[0]) / 2
         ratio = report.pages_per_second / raw["pages_per_s"]
@@ -287,18 +290,22 @@ def platform_runs(
             "raw_pool_pages_per_s_cold": round(raw["pages_per_s_cold"], 4),
             "ratio": round(ratio, 3),
             "ratio_vs_cold_pool": round(report.pages_per_second / raw["pages_per_s_cold"], 3),
-            "no_orientation_deskew_pages_per_s": bare.pages_per_second,
-            "no_orientation_deskew_ratio": round(bare.pages_per_second / raw["pages_per_s"], 3),
+            "no_orientation_deskew_pages_per_s": bare.pages_per_second if bare else None,
+            "no_orientation_deskew_ratio": round(bare.pages_per_second / raw["pages_per_s"], 3)
+            if bare
+            else None,
             "flow_wall_s": report.wall_seconds,
             "docproc_cpu_s": round(run_cpu, 1),
             "raw_pool_cpu_s": round(raw["cpu_s"], 1),
             "stage_share": {k: round(v / total, 3) for k, v in sorted(stages.items())} if total else {},
             "load_average_1min": round(load, 2),
         }
+        without = (
+            f"{bare.pages_per_second:.3f}, {bare.pages_per_second / raw['pages_per_s']:.2f}" if bare else "-"
+        )
         print(
             f"| {engine} | {workers} | {report.pages} | {report.pages_per_second:.3f} | "
-            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | "
-            f"{bare.pages_per_second:.3f}, {bare.pages_per_second / raw['pages_per_s']:.2f} | "
+            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | {without} | "
             f"{raw['pages_per_s_cold']:.3f} | {run_cpu:.0f} | "
             f"{raw['cpu_s']:.0f} | {load:.1f} |",
             flush=True,
