@@ -5,7 +5,7 @@ export DOCPROC_TOOLS_DIR ?= $(HOME)/.cache/docproc-tools
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help env tools run test lint bench
+.PHONY: help env tools run test lint bench bench-scale
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
@@ -36,3 +36,6 @@ bench: env ## benchmark: the OCR engines side by side, docproc run (1 and 2 work
 	$(PY) -m benchmarks.run
 
 -include mk/*.mk
+
+bench-scale: env ## orchestration cost at 10,000 and 100,000 small documents (BENCH_SIZES=1000,10000 to choose)
+	nice -n 10 $(PY) -m benchmarks.scale

@@ -1,7 +1,13 @@
-"""The main flow: list documents, inspect them, map page batches over Dask, report.
+"""The main flow: list documents, inspect them, run page batches on Dask, report.
 
 Thin on purpose: every unit of work is a call into ``docproc.jobs``; only keys, ids and
 small models travel through Prefect and Dask, never document bytes.
+
+Units of work go to Dask directly (a few Prefect task runs per 100,000 documents would be
+thousands of API round trips); each document attempt inside one runs under the time and
+memory bounds of ``docproc.isolation``. A unit whose worker dies (a native crash, an OOM
+kill, a breached bound) comes back as ``KilledWorker``: its documents are tried again alone,
+and a document that ends a worker twice is quarantined as ``worker_crashed`` or ``timeout``.
 """
 
 from __future__ import annotations
@@ -9,93 +15,92 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import random
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from dask import annotate as dask_annotate  # type: ignore[attr-defined]
-from prefect import Task, flow, get_run_logger, task, unmapped
+import dask
+import distributed
+from distributed import KilledWorker
+from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner  # type: ignore[attr-defined]
 
-from docproc import jobs, report, runtime
-from docproc.errors import TransientError
-from docproc.models import DocumentOutcome, DocumentSlice, PlannedDocument, RunReport, SliceOutcome
+from docproc import isolation, jobs, report, runtime
+from docproc.errors import (
+    AttemptTimeoutError,
+    ConfigurationError,
+    DocprocError,
+    ObjectNotFoundError,
+    TransientError,
+    WorkerCrashedError,
+)
+from docproc.index import SourceIndex
+from docproc.models import (
+    AttemptEvidence,
+    DocumentOutcome,
+    DocumentSlice,
+    PlannedDocument,
+    RunReport,
+    SliceOutcome,
+)
 from docproc.queues import Priority, queue_for
 from docproc.settings import Settings
 from docproc.storage import ObjectInfo, Storage, open_storage
 from flows import alerts
 
-INSPECT_CHUNK = 64  # documents per inspection task: hashing and header checks, cheap next to OCR
+log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
+INSPECT_CHUNK = 64  # documents per inspection unit: hashing and header checks, cheap next to OCR
+PROGRESS_SECONDS = 2.0  # the progress artifact is updated at most this often
+# A document whose attempts end their worker this many times is quarantined.
+MAX_WORKER_DEATHS = 2
+LOST_WORKER_TIMEOUT = "15 minutes"
+OUTPUT_PREFIXES = (
+    "results/",
+    "text/",
+    "pdf/",
+    "markdown/",
+    "quarantine/",
+    "parts/",
+    "runs/",
+    "attempts/",
+    "index/",
+)
+
 ProgressListener = Callable[[int, int], None]
 # The CLI registers a listener to draw its progress bar; called with (documents done, total).
 progress_listeners: list[ProgressListener] = []
 
 
 @functools.lru_cache(maxsize=4)
-def _settings_from(overrides_json: str) -> Settings:
-    settings = Settings(**json.loads(overrides_json))
+def _settings_from(settings_json: str) -> Settings:
+    settings = Settings.from_flow(json.loads(settings_json))
     runtime.configure_process(settings)
     return settings
 
 
-def worker_settings(overrides: dict[str, Any]) -> Settings:
-    """Settings inside a task: the run's non-secret overrides on top of this worker's environment.
+def worker_settings(values: dict[str, Any]) -> Settings:
+    """Settings inside a unit of work: the flow's (``Settings.for_workers``), with only
+    credentials and connections from this worker's environment.
 
     Cached per process, so the models behind them are built once per worker.
     """
-    return _settings_from(json.dumps(overrides, sort_keys=True, default=str))
-
-
-def _is_transient(task: object, task_run: object, state: Any) -> bool:
-    try:
-        state.result()
-    except TransientError:
-        return True
-    except Exception:  # noqa: BLE001 - anything else is a bug or bad input: retrying won't help
-        return False
-    return False
-
-
-@task(name="inspect-documents", cache_policy=NO_CACHE)
-def inspect_documents(
-    source: str, destination: str, objects: list[tuple[str, int]], overrides: dict[str, Any]
-) -> list[PlannedDocument | DocumentOutcome]:
-    settings = worker_settings(overrides)
-    src, dst = open_storage(source, settings), open_storage(destination, settings)
-    return [jobs.inspect_object(src, dst, ObjectInfo(key, size), settings) for key, size in objects]
-
-
-@task(name="process-batch", cache_policy=NO_CACHE)
-def process_batch(
-    source: str, destination: str, batch: list[DocumentSlice], overrides: dict[str, Any]
-) -> list[DocumentOutcome | SliceOutcome]:
-    settings = worker_settings(overrides)
-    src, dst = open_storage(source, settings), open_storage(destination, settings)
-    return [jobs.process_slice(src, dst, piece, settings) for piece in batch]
-
-
-@task(name="finish-document", cache_policy=NO_CACHE)
-def finish_document(
-    source: str, destination: str, doc: PlannedDocument, overrides: dict[str, Any]
-) -> DocumentOutcome:
-    settings = worker_settings(overrides)
-    src, dst = open_storage(source, settings), open_storage(destination, settings)
-    return jobs.finish_document(src, dst, doc, settings)
+    return _settings_from(json.dumps(values, sort_keys=True, default=str))
 
 
 def _with_core_share(settings: Settings) -> Settings:
@@ -106,21 +111,13 @@ def _with_core_share(settings: Settings) -> Settings:
     return settings.model_copy(update={"compute_threads": share})
 
 
-T = TypeVar("T")
-
-
-def _retrying(work: Task[P, T], settings: Settings) -> Task[P, T]:
-    """Transient errors (storage, network) retry with exponential backoff and jitter."""
-    return work.with_options(
-        retries=settings.retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_seconds),
-        retry_jitter_factor=0.5,
-        retry_condition_fn=_is_transient,
-    )
-
-
 def build_task_runner(settings: Settings) -> Any:  # a DaskTaskRunner; prefect-dask ships no types
-    """A local LocalCluster by default; an existing scheduler or a cluster class by settings."""
+    """A local LocalCluster by default; an existing scheduler or a cluster class by settings.
+
+    On the local cluster a task whose worker dies is failed at once (``allowed_failures=0``):
+    the flow, not the scheduler, decides what to retry, one document at a time. On a cluster
+    of its own the scheduler's ``distributed.scheduler.allowed-failures`` applies first.
+    """
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     if settings.dask_cluster_class:
@@ -130,63 +127,357 @@ def build_task_runner(settings: Settings) -> Any:  # a DaskTaskRunner; prefect-d
             cluster_kwargs=dict(settings.dask_cluster_kwargs),
             adapt_kwargs=adapt,
         )
-    worker_settings = _with_core_share(settings).overrides()
+    worker_values = _with_core_share(settings).for_workers()
+    # A worker that dies is restarted by its nanny, but the cluster gives up on (and closes)
+    # a nanny whose new worker has not joined within this timeout: 15 s by default, less than
+    # a worker takes to start (and load its models) on a busy machine. Measured: after two
+    # crashes both workers were gone for good and the run hung.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT})
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
             "n_workers": settings.workers,
             "threads_per_worker": settings.threads_per_worker,
             "processes": True,
+            "memory_limit": settings.worker_memory_limit or "auto",
             "dashboard_address": ":0",
             "silence_logs": logging.ERROR,
+            "scheduler_kwargs": {"allowed_failures": 0},
             "preload": ["docproc.dask_preload"],
-            "preload_argv": ["--settings", json.dumps(worker_settings, default=str)],
+            "preload_argv": ["--settings", json.dumps(worker_values, default=str)],
         },
     )
 
 
-def _excluded_prefix(src: Storage, dst: Storage) -> str | None:
-    """When the destination lies inside the source, its keys are not inputs."""
-    if dst.url.startswith(src.url.rstrip("/") + "/"):
-        return dst.url[len(src.url.rstrip("/")) + 1 :].rstrip("/") + "/"
+# -- where inputs and outputs are
+
+
+def _output_overlap(src: Storage, dst: Storage) -> str | None:
+    """The key prefix under the source that holds the destination, or None when they are apart.
+
+    Raises ConfigurationError when they cannot be told apart: the destination is the source,
+    or the source lies inside the destination's own output folders.
+    """
+    src_url, dst_url = src.url.rstrip("/"), dst.url.rstrip("/")
+    if src_url == dst_url:
+        raise ConfigurationError(
+            f"--out {dst.url} is the source folder itself: results, quarantine copies and reports "
+            "would be read as documents by the next run. Choose a folder outside the source "
+            "(or a sub-folder of it, which is then left out of the inputs)."
+        )
+    if src_url.startswith(dst_url + "/"):
+        inner = src_url[len(dst_url) + 1 :] + "/"
+        if inner.startswith(OUTPUT_PREFIXES):
+            raise ConfigurationError(
+                f"the source {src.url} lies inside the output folders of --out {dst.url}; "
+                "choose a source outside them"
+            )
+        return None
+    if dst_url.startswith(src_url + "/"):
+        return dst_url[len(src_url) + 1 :] + "/"
     return None
 
 
-def _list_inputs(src: Storage, dst: Storage, keys: Sequence[str] | None = None) -> list[ObjectInfo]:
-    """Every object under the source, or only those under ``keys`` (objects or sub-prefixes)."""
-    excluded = _excluded_prefix(src, dst)
+def check_locations(source: str, destination: str, settings: Settings) -> None:
+    """Refuse a source and destination that overlap in a way that would re-ingest outputs."""
+    _output_overlap(open_storage(source, settings), open_storage(destination, settings))
+
+
+def _list_inputs(src: Storage, keys: Sequence[str] | None, excluded: str | None) -> list[ObjectInfo]:
+    """Every object under the source, or only those under ``keys`` (objects or sub-prefixes);
+    never those under ``excluded``, the destination when it lies inside the source."""
     listed = [o for k in keys for o in src.iter_objects(k)] if keys else list(src.iter_objects())
     unique = {o.key: o for o in listed if excluded is None or not o.key.startswith(excluded)}
     return sorted(unique.values(), key=lambda o: o.key)
 
 
+# -- units of work, run on the Dask workers
+
+
+Item = ObjectInfo | DocumentSlice | PlannedDocument
+Step = Callable[[Storage, Storage, Any, Settings], Any]
+STEPS: dict[str, Step] = {
+    "inspect": jobs.inspect_object,
+    "batch": jobs.process_slice,
+    "finish": jobs.finish_document,
+}
+
+
+def breach_key(unit: str) -> str:
+    return f"attempts/{unit}.json"
+
+
+def started_key(unit: str) -> str:
+    return f"attempts/{unit}.started"
+
+
+def _item_label(item: Item) -> str:
+    if isinstance(item, ObjectInfo):
+        return item.key
+    if isinstance(item, DocumentSlice):
+        return item.doc.source if item.whole else f"{item.doc.source} pages {item.first}-{item.last}"
+    return item.source
+
+
+def _item_pages(item: Item) -> int:
+    if isinstance(item, DocumentSlice):
+        return item.last - item.first + 1
+    if isinstance(item, PlannedDocument):
+        return item.pages
+    return 1
+
+
+def _record_breach(dst: Storage, unit: str, breach: isolation.Breach) -> None:
+    body = {
+        "kind": breach.kind,
+        "label": breach.label,
+        "detail": breach.detail,
+        "pid": breach.pid,
+        "at": breach.at,
+    }
+    dst.write_bytes(breach_key(unit), json.dumps(body).encode(), "application/json")
+
+
+def _memory_bound(settings: Settings) -> int | None:
+    if settings.attempt_memory_bytes is not None:
+        return settings.attempt_memory_bytes
+    try:
+        limit = distributed.get_worker().memory_manager.memory_limit
+    except ValueError:  # not on a Dask worker
+        return None
+    return int(limit * 0.9) if limit else None
+
+
+def _with_retries(call: Callable[[], Any], settings: Settings, label: str) -> Any:
+    """Transient errors (storage, network) retry with exponential backoff and jitter."""
+    for attempt in range(settings.retries + 1):
+        try:
+            return call()
+        except TransientError as exc:
+            if attempt == settings.retries:
+                raise
+            delay = settings.retry_delay_seconds * 2**attempt * random.uniform(0.5, 1.5)
+            log.warning("%s: %s; retrying in %.1f s", label, exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_unit(
+    kind: str,
+    unit: str,
+    source: str,
+    destination: str,
+    items: list[Item],
+    values: dict[str, Any],
+    suspect: bool = False,
+) -> list[Any]:
+    """One unit of work on a Dask worker: each item is one bounded document attempt.
+
+    A ``suspect`` unit (a document retried after its worker died) marks its start in storage:
+    if this worker dies too, the flow then knows the document was running, not just queued
+    here behind the one that ended it.
+    """
+    settings = worker_settings(values)
+    src, dst = open_storage(source, settings), open_storage(destination, settings)
+    if suspect:
+        dst.write_bytes(started_key(unit), str(os.getpid()).encode(), "text/plain")
+    step = STEPS[kind]
+    memory = _memory_bound(settings)
+    on_breach = functools.partial(_record_breach, dst, unit)
+    results = []
+    for item in items:
+        label = _item_label(item)
+        seconds = settings.document_timeout_seconds + settings.page_timeout_seconds * _item_pages(item)
+        with isolation.bounded(label, seconds, memory, on_breach):
+            results.append(_with_retries(lambda: step(src, dst, item, settings), settings, label))  # noqa: B023
+    return results
+
+
+# -- the flow side: submitting units, and what to do when a worker dies under one
+
+
+def _item_id(item: Item) -> str:
+    if isinstance(item, ObjectInfo):
+        return "key:" + item.key
+    if isinstance(item, DocumentSlice):
+        return f"slice:{item.doc.id}:{item.first}-{item.last}"
+    return "doc:" + item.id
+
+
+@dataclass
+class _Dispatcher:
+    """Submits units to Dask and yields ``(kind, item, result)`` as they finish.
+
+    A unit whose worker died is split: every item goes again alone, so the rest of a batch
+    is processed. An item whose attempts ended a worker ``MAX_WORKER_DEATHS`` times is
+    quarantined with the evidence of each attempt.
+    """
+
+    client: Any
+    run_id: str
+    source: str
+    destination: str
+    values: dict[str, Any]
+    priority: int
+    src: Storage
+    dst: Storage
+    units: distributed.as_completed = field(init=False)
+    pending: dict[str, tuple[str, list[Item], bool]] = field(default_factory=dict)
+    deaths: dict[str, list[AttemptEvidence]] = field(default_factory=dict)
+    submitted: int = 0
+
+    def __post_init__(self) -> None:
+        self.units = distributed.as_completed(loop=self.client.loop)  # type: ignore[no-untyped-call]
+
+    def submit(self, kind: str, items: list[Item]) -> None:
+        self.submitted += 1
+        unit = f"{kind}-{self.run_id[:8]}-{self.submitted}"
+        suspect = len(items) == 1 and _item_id(items[0]) in self.deaths
+        future = self.client.submit(
+            run_unit,
+            kind,
+            unit,
+            self.source,
+            self.destination,
+            items,
+            self.values,
+            suspect,
+            key=f"docproc-{unit}",
+            priority=self.priority,
+            pure=False,
+        )
+        self.pending[future.key] = (unit, items, suspect)
+        self.units.add(future)  # type: ignore[no-untyped-call]
+
+    def __iter__(self) -> Iterator[tuple[str, Item, Any]]:
+        for future in self.units:
+            unit, items, suspect = self.pending.pop(future.key)
+            kind = unit.split("-", 1)[0]
+            if future.status == "finished":
+                yield from ((kind, item, result) for item, result in zip(items, future.result(), strict=True))
+                future.release()
+                if suspect:
+                    self.dst.delete(started_key(unit))
+                continue
+            exc = future.exception()
+            future.release()
+            if not isinstance(exc, KilledWorker):
+                if len(items) > 1:  # find the one it was about; the others go on
+                    log.warning(
+                        "unit %s failed (%s: %s); trying its items one by one", unit, type(exc).__name__, exc
+                    )
+                    for item in items:
+                        self.submit(kind, [item])
+                    continue
+                raise exc
+            yield from self._worker_died(kind, unit, items, suspect, exc)
+
+    def _worker_died(
+        self, kind: str, unit: str, items: list[Item], suspect: bool, exc: KilledWorker
+    ) -> Iterator[tuple[str, Item, Any]]:
+        breach = self._read_breach(unit)
+        started = suspect and self._pop(started_key(unit)) is not None
+        worker = getattr(exc.last_worker, "address", None)
+        for item in items:
+            label = _item_label(item)
+            # A death counts against a document only when it is known to be its doing: the
+            # watchdog named it, or it was running alone on the worker. Otherwise (a batch, or
+            # a unit still queued on the worker) it is tried again alone, its start marked.
+            counted = breach["label"] == label if breach is not None else suspect and started
+            if not counted:
+                self.deaths.setdefault(_item_id(item), [])
+                self.submit(kind, [item])
+                continue
+            seen = self.deaths.setdefault(_item_id(item), [])
+            kind_seen = (
+                "worker_crashed"
+                if breach is None
+                else ("timeout" if breach["kind"] == "timeout" else "memory")
+            )
+            detail = (
+                f"the worker process died while it ran ({exc.task})" if breach is None else breach["detail"]
+            )
+            seen.append(
+                AttemptEvidence(
+                    attempt=len(seen) + 1, kind=kind_seen, detail=detail, worker=worker, at=datetime.now(UTC)
+                )
+            )
+            if len(seen) < MAX_WORKER_DEATHS:
+                log.warning("worker %s died on %s (%s); trying it again alone", worker, label, kind_seen)
+                self.submit(kind, [item])
+                continue
+            yield kind, item, self._quarantine(item, seen)
+
+    def _pop(self, key: str) -> bytes | None:
+        try:
+            data = self.dst.read_bytes(key)
+        except ObjectNotFoundError:
+            return None
+        self.dst.delete(key)
+        return data
+
+    def _read_breach(self, unit: str) -> dict[str, Any] | None:
+        data = self._pop(breach_key(unit))
+        breach: dict[str, Any] | None = None if data is None else json.loads(data)
+        return breach
+
+    def _quarantine(self, item: Item, evidence: list[AttemptEvidence]) -> DocumentOutcome:
+        timed_out = all(e.kind == "timeout" for e in evidence)
+        error_cls = AttemptTimeoutError if timed_out else WorkerCrashedError
+        what = "outlived its time limit" if timed_out else "ended its worker process"
+        error = error_cls(f"every attempt ({len(evidence)}) {what}: {evidence[-1].detail}")
+        if isinstance(item, ObjectInfo):
+            source, doc_id = item.key, item.sha256
+        else:
+            doc = item.doc if isinstance(item, DocumentSlice) else item
+            source, doc_id = doc.source, doc.id
+        return jobs.quarantine(self.src, self.dst, source, doc_id, error, evidence=evidence)
+
+
 class _Progress:
-    """Progress of a run, for the CLI's listeners and the Prefect progress artifact."""
+    """Progress of a run, for the CLI's listeners and the Prefect progress artifact (throttled)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.quarantined = 0
         self._lock = threading.Lock()
+        self._updated = time.monotonic()
         self._artifact: Any = create_progress_artifact(0.0, key="docproc-progress", description=self._text())
 
     def _text(self) -> str:
         return f"{self.done}/{self.total} documents done, {self.quarantined} quarantined"
 
-    def add(self, outcomes: Iterable[DocumentOutcome]) -> None:
+    def add(self, outcome: DocumentOutcome) -> None:
         with self._lock:
-            for outcome in outcomes:
-                self.done += 1
-                self.quarantined += outcome.status == "quarantined"
-            percent = 100.0 * self.done / self.total if self.total else 100.0
-            update_progress_artifact(self._artifact, percent, description=self._text())
+            self.done += 1
+            self.quarantined += outcome.status == "quarantined"
             for listener in progress_listeners:
                 listener(self.done, self.total)
+            if time.monotonic() - self._updated >= PROGRESS_SECONDS or self.done == self.total:
+                self.publish()
+
+    def publish(self) -> None:
+        self._updated = time.monotonic()
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        update_progress_artifact(self._artifact, percent, description=self._text())
 
 
-def _collect(futures: Sequence[PrefectFuture[Any]]) -> Iterable[Any]:
-    for future in as_completed(list(futures)):
-        yield future.result()
+def _leftover_parts(dst: Storage) -> set[str]:
+    """Folders under parts/ when the run starts: left by an interrupted or concurrent run."""
+    return {o.key.split("/", 2)[1] for o in dst.iter_objects("parts/") if o.key.count("/") >= 2}
+
+
+def _clean_leftover_parts(dst: Storage, folders: set[str], settings: Settings) -> None:
+    """Drop the parts of documents that are finished (a result or a quarantine record): a
+    document still without either may be in the hands of a concurrent run."""
+    for folder in folders:
+        doc_id, _, fingerprint = folder.rpartition("-")
+        done = dst.exists(f"results/{doc_id}-{fingerprint}.json") or dst.exists(
+            jobs.quarantine_prefix(doc_id) + "error.json"
+        )
+        if done:
+            jobs.clean_parts(dst, f"parts/{folder}/")
 
 
 @flow(
@@ -208,87 +499,140 @@ def process_documents(
 
     ``source`` and ``destination`` are local folders or ``s3://bucket/prefix`` URLs; ``keys``
     limits the run to those objects or sub-prefixes of ``source`` (the event receiver's runs).
-    Bad documents are quarantined with a reason; the run goes on and reports them.
+    Bad documents are quarantined with a reason; the run goes on and reports them. The report
+    is written also when the run fails.
     """
     logger = get_run_logger()
     started_at = datetime.now(UTC)
     overrides = {**(settings_overrides or {}), "force": force}
     settings = _with_core_share(Settings(**overrides))
-    overrides = settings.overrides()
     run_id = str(flow_run.get_id() or uuid.uuid4())
     src, dst = open_storage(source, settings), open_storage(destination, settings)
-    objects = _list_inputs(src, dst, keys)
-    logger.info("%d documents under %s", len(objects), src.url)
+    excluded = _output_overlap(src, dst)  # refuses an overlapping --out before any work
 
-    progress = _Progress(len(objects))
-    outcomes: list[DocumentOutcome] = []
-    planned: list[PlannedDocument] = []
-    # Queue priority reaches Dask: on a shared cluster critical batches overtake bulk ones.
-    with dask_annotate(priority=queue_for(priority).dask_priority):
-        inspections = _retrying(inspect_documents, settings).map(
-            unmapped(source),
-            unmapped(destination),
-            [[(o.key, o.size) for o in chunk] for chunk in jobs.chunks(objects, INSPECT_CHUNK)],
-            unmapped(overrides),
-        )
-        for items in _collect(inspections):
-            decided = [i for i in items if isinstance(i, DocumentOutcome)]
-            planned += [i for i in items if isinstance(i, PlannedDocument)]
-            outcomes += decided
-            progress.add(decided)
+    run_log = report.RunLog(dst, run_id, settings.report_limit)
+    progress: _Progress | None = None
+    index = SourceIndex(dst, src.url)
+    objects: list[ObjectInfo] = []
+    error: str | None = None
 
-        planned, duplicates = jobs.split_duplicates(planned, settings)
-        outcomes += duplicates
-        progress.add(duplicates)
-        batches = jobs.plan_batches(
-            planned,
-            jobs.batch_pages(sum(d.pages for d in planned), settings.batch_size, settings.workers),
+    def record(outcome: DocumentOutcome) -> None:
+        run_log.add(outcome)
+        assert progress is not None
+        progress.add(outcome)
+
+    try:
+        # Listed inside: a listing that fails (storage down) still leaves a report saying so.
+        objects = _list_inputs(src, keys, excluded)
+        logger.info("%d documents under %s", len(objects), src.url)
+        if index.load():
+            objects = [index.known(o) for o in objects]
+            logger.info(
+                "%d of them unchanged since an earlier run", sum(o.sha256 is not None for o in objects)
+            )
+        progress = _Progress(len(objects))
+        leftovers = _leftover_parts(dst)
+        context = FlowRunContext.get()
+        if context is None or not isinstance(context.task_runner, DaskTaskRunner):
+            raise ConfigurationError("process_documents runs on a DaskTaskRunner")
+        dispatcher = _Dispatcher(
+            client=context.task_runner.client,
+            run_id=run_id,
+            source=source,
+            destination=destination,
+            values=settings.for_workers(),
+            priority=queue_for(priority).dask_priority,
+            src=src,
+            dst=dst,
         )
+        _process(dispatcher, objects, settings, record, index, logger)
+        _clean_leftover_parts(dst, leftovers, settings)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        _save_index(index, objects if keys is None and error is None else None, logger)
+        run_report = run_log.report(src.url, dst.url, started_at, datetime.now(UTC), settings, error)
+        prefix = report.write_report(dst, run_report)
+        location = dst.url.rstrip("/") + "/" + prefix
+        if progress is not None:
+            progress.publish()
+        _publish(run_report, location)
+        if error is None:
+            alerts.check_report(run_report, settings, location + "report.json")
         logger.info(
-            "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
-            len(planned),
-            sum(d.pages for d in planned),
-            len(batches),
-            sum(o.status == "skipped" for o in outcomes),
-            sum(o.status == "quarantined" for o in outcomes),
+            "run %s: %s; report at %s",
+            run_id,
+            ", ".join(f"{v} {k}" for k, v in run_report.counts.items()),
+            prefix,
         )
-        futures = _retrying(process_batch, settings).map(
-            unmapped(source), unmapped(destination), batches, unmapped(overrides)
-        )
-        # A document split across batches is finished as soon as its last slice is read.
-        slices_left = Counter(piece.doc.id for batch in batches for piece in batch if not piece.whole)
-        split_docs = {piece.doc.id: piece.doc for batch in batches for piece in batch}
-        finishing = []
-        for batch_outcomes in _collect(futures):
-            done = [o for o in batch_outcomes if isinstance(o, DocumentOutcome)]
-            outcomes += done
-            progress.add(done)
-            for piece in (o for o in batch_outcomes if isinstance(o, SliceOutcome)):
-                slices_left[piece.id] -= 1
-                if slices_left[piece.id] == 0:
-                    finishing.append(
-                        _retrying(finish_document, settings).submit(
-                            source, destination, split_docs[piece.id], overrides
-                        )
-                    )
-        for outcome in _collect(finishing):
-            outcomes.append(outcome)
-            progress.add([outcome])
-
-    run_report = report.build_report(
-        run_id, src.url, dst.url, outcomes, started_at, datetime.now(UTC), settings
-    )
-    prefix = report.write_report(dst, run_report)
-    location = dst.url.rstrip("/") + "/" + prefix
-    _publish(run_report, location)
-    alerts.check_report(run_report, settings, location + "report.json")
-    logger.info(
-        "run %s: %s; report at %s",
-        run_id,
-        ", ".join(f"{v} {k}" for k, v in run_report.counts.items()),
-        prefix,
-    )
     return run_report
+
+
+def _save_index(index: SourceIndex, listed: list[ObjectInfo] | None, logger: Any) -> None:
+    """Store what the run learned; ``listed`` (a complete listing) also drops gone objects.
+    A failure here costs the next run some downloads, not this run its report."""
+    try:
+        index.save(None if listed is None else (o.key for o in listed))
+    except DocprocError as exc:
+        logger.warning("the source index was not saved (the next run hashes again): %s", exc)
+
+
+def _process(
+    dispatcher: _Dispatcher,
+    objects: list[ObjectInfo],
+    settings: Settings,
+    record: Callable[[DocumentOutcome], None],
+    index: SourceIndex,
+    logger: Any,
+) -> None:
+    for chunk in jobs.chunks(objects, INSPECT_CHUNK):
+        dispatcher.submit("inspect", list(chunk))
+    planned: list[PlannedDocument] = []
+    decided = Counter[str]()
+    for _, item, result in dispatcher:
+        assert isinstance(item, ObjectInfo)
+        if isinstance(result, DocumentOutcome):
+            record(result)
+            decided[result.status] += 1
+            if result.id is not None and result.reason not in ("worker_crashed", "timeout"):
+                index.learn(item, result.id)
+        else:
+            planned.append(result)
+            if result.size_bytes == item.size:  # else it changed since the listing
+                index.learn(item, result.id)
+
+    planned, duplicates = jobs.split_duplicates(planned, settings)
+    for outcome in duplicates:
+        record(outcome)
+    batches = jobs.plan_batches(
+        planned, jobs.batch_pages(sum(d.pages for d in planned), settings.batch_size, settings.workers)
+    )
+    logger.info(
+        "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
+        len(planned),
+        sum(d.pages for d in planned),
+        len(batches),
+        decided["skipped"],
+        decided["quarantined"],
+    )
+    # A document split across batches is finished as soon as its last slice is read.
+    slices_left = Counter(piece.doc.id for batch in batches for piece in batch if not piece.whole)
+    finished: set[str] = set()
+    for batch in batches:
+        dispatcher.submit("batch", list(batch))
+    for _, item, result in dispatcher:
+        doc = item.doc if isinstance(item, DocumentSlice) else item
+        assert isinstance(doc, PlannedDocument)
+        if isinstance(result, SliceOutcome):
+            slices_left[doc.id] -= 1
+            if slices_left[doc.id] == 0 and doc.id not in finished:
+                dispatcher.submit("finish", [doc])
+        elif doc.id not in finished:
+            # The document's outcome: whole, finished, or ended early by one of its slices
+            # (vanished, quarantined, finished by a concurrent run); its other slices are moot.
+            finished.add(doc.id)
+            record(result)
 
 
 def _publish(run_report: RunReport, location: str) -> None:
@@ -305,7 +649,8 @@ def _publish(run_report: RunReport, location: str) -> None:
             }
             for o in run_report.documents
         ],
-        description=f"Documents of run {run_report.run_id}",
+        description=f"First {len(run_report.documents)} documents of run {run_report.run_id}; "
+        f"all in {location}outcomes/",
     )
     create_markdown_artifact(
         key="docproc-run-report",

@@ -4,6 +4,7 @@
 #   scripts/kind-cluster.sh up      # dockerd (if none runs) + node image + `kind create cluster`; idempotent
 #   scripts/kind-cluster.sh down    # delete the cluster, stop the dockerd it started (by PID), restore the host network
 #   scripts/kind-cluster.sh load IMAGE...   # `kind load docker-image` into every node
+#   scripts/kind-cluster.sh build-tag IMAGE # the tag of IMAGE's per-build alias in the nodes (dev-<12 hex>)
 #   scripts/kind-cluster.sh images  # only build the air-gapped images (Debian base, Python base, kind node, ...)
 #   scripts/kind-cluster.sh env     # print the exports that point docker/kubectl/helm at this cluster
 #
@@ -555,11 +556,15 @@ load() {
                 && cat '/var/lib/docproc-loaded/$(echo "$image" | tr '/:' '__')' 2>/dev/null")" == "$id" ]] \
                 || todo+=("$image")
         done
-        [[ ${#todo[@]} -gt 0 ]] || continue
-        # The node's previous build of these names goes first (containerd frees what no container uses),
-        # so a reload never holds two ~7 GB docproc images at once.
+        if [[ ${#todo[@]} -eq 0 ]]; then
+            build_aliases "$node" "$@"
+            continue
+        fi
+        # The node's previous build of these names goes first, with its build alias (containerd frees
+        # what no container uses), so a reload never holds two ~7 GB docproc images at once.
         for image in "${todo[@]}"; do
-            docker exec "$node" ctr -n k8s.io images rm "$(normalize_ref "$image")" >/dev/null 2>&1 || true
+            docker exec "$node" bash -c "for ref in \$(ctr -n k8s.io images ls -q | grep -xE '$(normalize_ref "$image")(-[0-9a-f]{12})?'); do
+                ctr -n k8s.io images rm \$ref >/dev/null; done"
         done
         # A node holds an image twice (content blobs + unpacked snapshot): refuse rather than fill the disk.
         local need avail
@@ -577,8 +582,31 @@ load() {
             docker image inspect -f '{{.Id}}' "$image" | docker exec -i "$node" bash -c \
                 "mkdir -p /var/lib/docproc-loaded && cat > '/var/lib/docproc-loaded/$(echo "$image" | tr '/:' '__')'"
         done
+        build_aliases "$node" "$@"
     done
     log "images $* present in $(echo "$nodes" | paste -sd, -) (loaded what was missing): $(( $(date +%s) - s ))s"
+}
+
+# A rebuilt image keeps its name (docproc:dev), so a release installed with that name would keep its
+# running pods. Each loaded image therefore also gets a per-build alias in the node, `<name>-<12 hex of
+# the image ID>` (`build-tag` prints its tag), which a release can name so that a rebuild rolls its pods.
+build_tag() {
+    local id
+    id=$(docker image inspect -f '{{.Id}}' "$1")
+    id=${id#sha256:}
+    echo "${1##*:}-${id:0:12}"
+}
+
+build_aliases() {
+    local node="$1" image ref alias
+    shift
+    for image in "$@"; do
+        ref=$(normalize_ref "$image")
+        alias="${ref%:*}:$(build_tag "$image")"
+        docker exec "$node" bash -c "ctr -n k8s.io images tag --force '$ref' '$alias' >/dev/null
+            for old in \$(ctr -n k8s.io images ls -q | grep -xE '$ref-[0-9a-f]{12}' | grep -vxF '$alias'); do
+                ctr -n k8s.io images rm \$old >/dev/null; done"
+    done
 }
 
 down() {
@@ -602,6 +630,7 @@ case "${1:-}" in
     up) up ;;
     down) down ;;
     load) shift; load "$@" ;;
+    build-tag) start_dockerd; build_tag "$2" ;;   # docproc:dev -> dev-<12 hex>, the alias `load` gives it
     images) tool_paths; start_dockerd; airgap_images ;;
     base) start_dockerd; build_debian_image; build_python_image ;;   # what needs no Go build
     dockerd) start_dockerd ;;

@@ -15,5 +15,8 @@ if [[ ! -x "$kubectl" ]]; then
 fi
 # DOCKER_HOST, KUBECONFIG and PATH of the cluster `make kind-up` made.
 eval "$(scripts/kind-cluster.sh env | grep '^export ')"
-export DOCPROC_KUBECTL="$kubectl" KUBECONFIG
+# The per-build alias `make kind-load` gave docproc:dev in the nodes: installing by it rolls the pods of
+# a release a rebuilt image would otherwise leave running.
+DOCPROC_E2E_IMAGE_TAG="$(scripts/kind-cluster.sh build-tag docproc:dev)"
+export DOCPROC_KUBECTL="$kubectl" KUBECONFIG DOCPROC_E2E_IMAGE_TAG
 exec .venv/bin/pytest tests/test_kind_e2e.py -m kind "$@"

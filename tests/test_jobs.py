@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from docproc import jobs
+from docproc.errors import OcrFailedError
 from docproc.models import DocumentOutcome, DocumentResult, PlannedDocument, SliceOutcome
 from docproc.ocr import clear_engines
 from docproc.settings import Settings
@@ -162,7 +163,7 @@ def test_document_split_across_batches_is_joined_in_page_order(
     assert [(s.first, s.last) for s in slices] == [(1, 2), (3, 3)]
     for piece in reversed(slices):  # batches finish in any order
         assert isinstance(jobs.process_slice(src, dst, piece, settings), SliceOutcome)
-    assert len(list(dst.iter_objects("parts"))) == 2
+    assert len(list(dst.iter_objects("parts"))) == 3  # one part per page
 
     outcome = jobs.finish_document(src, dst, doc, settings)
     assert (outcome.status, outcome.pages) == ("processed", 3)
@@ -187,3 +188,114 @@ def test_page_too_thin_for_text_is_processed_as_empty(
     assert isinstance(doc, PlannedDocument)
     outcome = jobs.process_document(src, dst, doc, settings)
     assert (outcome.status, outcome.quality) == ("processed", "failed")
+
+
+def _six_pages(src: LocalStorage, dst: LocalStorage) -> PlannedDocument:
+    pages_pdf(src.root / "multipage.pdf", [f"Page {n} of the multipage document." for n in range(1, 7)])
+    [obj] = list(src.iter_objects())
+    doc = jobs.inspect_object(src, dst, obj, Settings())
+    assert isinstance(doc, PlannedDocument)
+    return doc
+
+
+def test_parts_of_runs_with_other_batch_sizes_join_into_one_document(
+    stores: tuple[LocalStorage, LocalStorage],
+) -> None:
+    src, dst = stores
+    doc = _six_pages(src, dst)
+    settings = Settings()
+    # An interrupted run with 2-page batches read its first slice, a re-run cuts 3-page ones.
+    [first, *_] = [s for batch in jobs.plan_batches([doc], 2) for s in batch]
+    jobs.process_slice(src, dst, first, settings)
+    for piece in (s for batch in jobs.plan_batches([doc], 3) for s in batch):
+        assert isinstance(jobs.process_slice(src, dst, piece, settings), SliceOutcome)
+    outcome = jobs.finish_document(src, dst, doc, settings)
+    assert (outcome.status, outcome.pages) == ("processed", 6)
+    assert outcome.result_key is not None
+    result = DocumentResult.model_validate_json(dst.read_bytes(outcome.result_key))
+    assert [p.number for p in result.pages] == [1, 2, 3, 4, 5, 6]
+    assert list(dst.iter_objects("parts")) == []
+
+
+def test_finishing_reads_again_the_pages_a_concurrent_run_cleaned(
+    stores: tuple[LocalStorage, LocalStorage],
+) -> None:
+    src, dst = stores
+    doc = _six_pages(src, dst)
+    settings = Settings()
+    for piece in (s for batch in jobs.plan_batches([doc], 4) for s in batch):
+        jobs.process_slice(src, dst, piece, settings)
+    dst.delete(jobs.part_key(doc.id, settings, 2))
+    dst.write_bytes(jobs.part_key(doc.id, settings, 5), b'{"torn": ')
+    outcome = jobs.finish_document(src, dst, doc, settings)
+    assert (outcome.status, outcome.pages) == ("processed", 6)
+    assert list(dst.iter_objects("parts")) == []
+
+
+def test_parts_left_beside_a_finished_result_are_cleaned(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    doc = _six_pages(src, dst)
+    settings = Settings()
+    assert jobs.process_document(src, dst, doc, settings).status == "processed"
+    [piece, *_] = [s for batch in jobs.plan_batches([doc], 2) for s in batch]
+    dst.write_bytes(jobs.part_key(doc.id, settings, 1), b"{}")  # left by a run that died
+    assert jobs.process_slice(src, dst, piece, settings).status == "skipped"
+    assert jobs.finish_document(src, dst, doc, settings).status == "skipped"
+    assert list(dst.iter_objects("parts")) == []
+
+
+def test_source_deleted_after_listing_is_skipped_as_source_missing(
+    stores: tuple[LocalStorage, LocalStorage],
+) -> None:
+    src, dst = stores
+    src.write_bytes("a.txt", b"Meeting moved to 2024-06-01.")
+    src.write_bytes("b.txt", b"Invoice INV-1 due 2024-07-01.")
+    a, b = sorted(src.iter_objects(), key=lambda o: o.key)
+    planned = jobs.inspect_object(src, dst, b, Settings())
+    assert isinstance(planned, PlannedDocument)
+    src.delete("a.txt")
+    src.delete("b.txt")
+    for outcome in (
+        jobs.inspect_object(src, dst, a, Settings()),
+        jobs.process_document(src, dst, planned, Settings()),
+    ):
+        assert (outcome.status, outcome.reason) == ("skipped", "source_missing")
+    assert list(dst.iter_objects()) == []
+
+
+def test_unreadable_result_is_processed_again(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    src.write_bytes("memo.txt", b"Meeting moved to 2024-06-01.")
+    [obj] = list(src.iter_objects())
+    doc = jobs.inspect_object(src, dst, obj, Settings())
+    assert isinstance(doc, PlannedDocument)
+    key = jobs.result_key(doc.id, Settings())
+    for broken in (b"", b'{"schema_version": 1, "id": '):  # a crash mid-write, a torn copy
+        dst.write_bytes(key, broken)
+        planned = jobs.inspect_object(src, dst, obj, Settings())
+        assert isinstance(planned, PlannedDocument)
+        assert jobs.process_document(src, dst, planned, Settings()).status == "processed"
+        assert DocumentResult.model_validate_json(dst.read_bytes(key)).source == "memo.txt"
+
+
+def test_quarantine_is_remembered_until_retry_quarantined(stores: tuple[LocalStorage, LocalStorage]) -> None:
+    src, dst = stores
+    src.write_bytes("memo.txt", b"Meeting moved to 2024-06-01.")
+    [obj] = list(src.iter_objects())
+    doc = jobs.inspect_object(src, dst, obj, Settings())
+    assert isinstance(doc, PlannedDocument)
+    # An earlier run's engine failed on it twice.
+    jobs.quarantine(src, dst, obj.key, doc.id, OcrFailedError("OCR engine failed twice"))
+
+    again = jobs.inspect_object(src, dst, obj, Settings())
+    assert isinstance(again, DocumentOutcome)
+    assert (again.status, again.reason) == ("quarantined", "ocr_failed")
+    assert "earlier run" in (again.message or "")
+    assert jobs.process_document(src, dst, doc, Settings()).status == "quarantined"  # a retried batch too
+
+    retry = Settings(retry_quarantined=True)
+    planned = jobs.inspect_object(src, dst, obj, retry)
+    assert isinstance(planned, PlannedDocument)
+    assert jobs.process_document(src, dst, planned, retry).status == "processed"
+    assert list(dst.iter_objects("quarantine")) == []
+    assert jobs.inspect_object(src, dst, obj, Settings()).status == "skipped"  # type: ignore[union-attr]

@@ -65,7 +65,10 @@ RELEASE = "docproc"
 SECRET = "docproc-credentials"
 BUCKET = "docproc"
 VALUES_KIND = yaml.safe_load((CHART / "values-kind.yaml").read_text())
-IMAGE = f"{VALUES_KIND['image']['repository']}:{VALUES_KIND['image']['tag']}"
+# scripts/kind-e2e.sh names the image by its per-build alias (dev-<12 hex of the image ID>), so that a
+# release left on the cluster by an earlier run rolls its pods onto a rebuilt image.
+IMAGE_TAG = os.environ.get("DOCPROC_E2E_IMAGE_TAG") or VALUES_KIND["image"]["tag"]
+IMAGE = f"{VALUES_KIND['image']['repository']}:{IMAGE_TAG}"
 # Documents of samples/ that must have a result, and the one that must be quarantined.
 EXPECTED = sorted(p.name for p in SAMPLES.iterdir() if p.name not in ("README.md", "invalid.pdf"))
 QUARANTINED = ["invalid.pdf"]
@@ -319,39 +322,23 @@ def release(
     start = time.monotonic()
     # Helm 3 and Helm 4 both accept the chart on the live API server (server-side dry run of every
     # values file: schema, templates, and the API server's own validation).
+
+    def upgrade(helm: Path, *args: str) -> list[str]:
+        return [str(helm), "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, *args]
+
     for helm_name, helm in k8s_tools.helms().items():
-        for values in ((), ("values-kind.yaml",), ("values-production.yaml",)):
-            args = [
-                str(helm),
-                "upgrade",
-                "--install",
-                RELEASE,
-                str(CHART),
-                "-n",
-                NAMESPACE,
-                "--dry-run=server",
-            ]
-            for v in values:
-                args += ["-f", str(CHART / v)]
+        for values in (None, "values-kind.yaml", "values-production.yaml"):
+            args = upgrade(helm, "--dry-run=server", *(["-f", str(CHART / values)] if values else []))
             proc = subprocess.run(args, env=helm_env, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, f"{helm_name} dry run {values}: {proc.stderr[-3000:]}"
     timings.add("helm 3 + helm 4 server-side dry runs (3 values files each)", start)
 
     start = time.monotonic()
-    args = [
-        str(k8s_tools.helm4),
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "-f",
-        str(CHART / "values-kind.yaml"),
-        "--wait",
-        "--timeout",
-        "15m",
-    ]
+    args = upgrade(
+        k8s_tools.helm4,
+        *("-f", str(CHART / "values-kind.yaml"), "--set-string", f"image.tag={IMAGE_TAG}"),
+        *("--wait", "--timeout", "15m"),
+    )
     proc = subprocess.run(args, env=helm_env, capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:
         pytest.fail(f"helm 4 install failed: {proc.stderr[-3000:]}\n{kube.diagnostics()}")

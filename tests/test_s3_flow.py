@@ -124,7 +124,15 @@ def test_run_over_minio_encrypted_then_rerun_skips(
 
     # Everything docproc wrote (everything outside inbox/) is encrypted at rest; the secret is nowhere.
     written = [k for k in objects(client, bucket, "") if not k.startswith("inbox/")]
-    assert {k.split("/")[0] for k in written} == {"results", "text", "pdf", "markdown", "quarantine", "runs"}
+    assert {k.split("/")[0] for k in written} == {
+        "results",
+        "text",
+        "pdf",
+        "markdown",
+        "quarantine",
+        "runs",
+        "index",
+    }
     for key in written:
         stat = client.stat_object(bucket, key)
         assert stat.metadata.get("x-amz-server-side-encryption") == "AES256", key

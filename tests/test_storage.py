@@ -78,11 +78,25 @@ class TestStorageContract:
         storage.write_bytes("inbox/a.txt", b"hello", content_type="text/plain")
         assert storage.exists("inbox/a.txt")
         assert storage.read_bytes("inbox/a.txt") == b"hello"
-        assert list(storage.iter_objects()) == [ObjectInfo("inbox/a.txt", 5)]
+        assert [(o.key, o.size) for o in storage.iter_objects()] == [("inbox/a.txt", 5)]
         storage.delete("inbox/a.txt")
         assert not storage.exists("inbox/a.txt")
         assert list(storage.iter_objects()) == []
         storage.delete("inbox/a.txt")  # deleting what is gone is not an error
+
+    def test_listing_gives_a_version_that_changes_with_the_content(self, storage: Storage) -> None:
+        """What the index trusts instead of downloading: same size and version, same content."""
+        storage.write_bytes("inbox/a.txt", b"hello")
+        [first] = storage.iter_objects("inbox/a.txt")
+        assert first.version
+        assert first.sha256 is None  # only the flow's index knows a hash without reading
+        [again] = storage.iter_objects()
+        assert again == first  # listing twice: nothing changed
+        storage.write_bytes("inbox/a.txt", b"world")  # same size, other content
+        [changed] = storage.iter_objects()
+        assert (changed.key, changed.size) == (first.key, first.size)
+        assert changed.version != first.version
+        assert changed == ObjectInfo("inbox/a.txt", 5, changed.version)
 
     def test_listing_is_recursive_sorted_and_prefix_bounded(self, storage: Storage) -> None:
         for key in ["inbox/b.pdf", "inbox/sub/c.txt", "inbox/a.pdf", "inbox2/x.pdf", "results/r.json"]:
@@ -106,7 +120,7 @@ class TestStorageContract:
             "results/r.json",
         ]
         assert [o.size for o in storage.iter_objects("results")] == [len(b"results/r.json")]
-        assert list(storage.iter_objects("inbox/a.pdf")) == [ObjectInfo("inbox/a.pdf", 11)]
+        assert [(o.key, o.size) for o in storage.iter_objects("inbox/a.pdf")] == [("inbox/a.pdf", 11)]
         assert list(storage.iter_objects("nothing-here")) == []
 
     def test_overwrite_is_atomic_for_readers(self, storage: Storage, tmp_path: Path) -> None:
@@ -248,7 +262,7 @@ class TestStorageContract:
         finally:
             tracemalloc.stop()
         assert copy_sha == sha
-        assert list(storage.iter_objects("inbox")) == [ObjectInfo("inbox/big.pdf", size)]
+        assert [(o.key, o.size) for o in storage.iter_objects("inbox")] == [("inbox/big.pdf", size)]
         # One multipart part (5 MiB) plus buffers, never the whole 40 MiB file.
         assert upload_peak < 12 * MiB, f"upload peak {upload_peak / MiB:.1f} MiB"
         assert download_peak < 4 * MiB, f"download peak {download_peak / MiB:.1f} MiB"

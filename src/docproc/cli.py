@@ -56,6 +56,9 @@ def run(
     workers: Annotated[int | None, typer.Option(min=1, help="Local Dask worker processes.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pages per batch.")] = None,
     force: Annotated[bool, typer.Option(help="Reprocess documents that already have a result.")] = False,
+    retry_quarantined: Annotated[
+        bool, typer.Option(help="Process documents again that an earlier run quarantined.")
+    ] = False,
     fail_on_quarantine: Annotated[bool, typer.Option(help="Exit 3 if any document was quarantined.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")] = False,
 ) -> None:
@@ -65,6 +68,7 @@ def run(
         "languages": languages,
         "workers": workers,
         "batch_size": batch_size,
+        "retry_quarantined": retry_quarantined or None,
     }
     try:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -96,6 +100,7 @@ def _run_flow(source: str, destination: str, settings: Settings, force: bool, ve
     from flows.local_api import prefect_api
 
     _quiet_logs(verbose)
+    process.check_locations(source, destination, settings)  # before any work
     with (
         prefect_api(),
         Progress(
@@ -136,11 +141,19 @@ def _quiet_logs(verbose: bool) -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
+SUMMARY_ROWS = 20
+
+
 def _print_summary(report: RunReport) -> None:
+    """The problems first, then the first documents: never the whole of a large run."""
+    total = sum(report.counts.values())
+    quarantined = report.quarantined[:SUMMARY_ROWS]
+    shown = {o.source for o in quarantined}
+    others = [o for o in report.documents if o.source not in shown][: max(0, SUMMARY_ROWS - len(quarantined))]
     table = Table(title=f"docproc run {report.run_id}", title_justify="left")
     for column in ("document", "status", "quality", "type", "lang", "pages", "reason"):
         table.add_column(column)
-    for o in report.documents:
+    for o in [*quarantined, *others]:
         table.add_row(
             o.source,
             o.status,
@@ -151,6 +164,10 @@ def _print_summary(report: RunReport) -> None:
             o.reason or "",
         )
     out.print(table)
+    hidden = total - len(quarantined) - len(others)
+    location = f"{report.destination.rstrip('/')}/{report.outcomes_prefix or ''}"
+    if hidden > 0:
+        out.print(f"... and {hidden} more documents; every outcome is in {location}")
     c = report.counts
     out.print(
         f"{c['processed']} processed, {c['skipped']} skipped, {c['quarantined']} quarantined; "

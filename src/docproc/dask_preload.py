@@ -29,5 +29,5 @@ def _warm_up(settings: Settings) -> None:
 @click.command()
 @click.option("--settings", "settings_json", default="{}", help="JSON of docproc settings overrides.")
 def dask_setup(worker: object, settings_json: str) -> None:
-    settings = Settings(**json.loads(settings_json))
+    settings = Settings.from_flow(json.loads(settings_json))
     threading.Thread(target=_warm_up, args=(settings,), name="docproc-warm-up", daemon=True).start()

@@ -86,6 +86,18 @@ class InternalDocumentError(PermanentDocumentError):
     reason = "internal_error"
 
 
+class WorkerCrashedError(PermanentDocumentError):
+    """Every attempt at this document killed its worker process (a native crash, an OOM kill)."""
+
+    reason = "worker_crashed"
+
+
+class AttemptTimeoutError(PermanentDocumentError):
+    """Every attempt at this document outlived its time limit."""
+
+    reason = "timeout"
+
+
 class TransientError(DocprocError):
     """An infrastructure failure that may succeed on retry."""
 

@@ -92,12 +92,25 @@ class DocumentResult(_Model):
     processed_at: datetime
 
 
+class AttemptEvidence(_Model):
+    """One failed attempt at a document that ended its worker: what was seen, and where."""
+
+    attempt: int = Field(ge=1)
+    kind: str = Field(description="worker_crashed, timeout or memory")
+    detail: str
+    worker: str | None = None
+    at: datetime
+
+
 class QuarantineRecord(_Model):
     id: str | None = Field(description="sha256 of the document, when it could be read")
     source: str
     reason: str = Field(description="machine-readable: corrupt, encrypted, unsupported_type, too_large, ...")
     message: str
     page: int | None = None
+    evidence: list[AttemptEvidence] = Field(
+        default_factory=list, description="the failed attempts, for worker_crashed and timeout"
+    )
     pipeline_version: str
     quarantined_at: datetime
 
@@ -131,12 +144,20 @@ class RunReport(_Model):
     by_quality: dict[str, int]
     by_type: dict[str, int]
     by_language: dict[str, int]
-    quarantined: list[DocumentOutcome]
-    documents: list[DocumentOutcome]
+    quarantined: list[DocumentOutcome] = Field(
+        description="the first quarantined documents (up to report_limit); all are in outcomes_prefix"
+    )
+    documents: list[DocumentOutcome] = Field(
+        description="the first documents to finish (up to report_limit); all are in outcomes_prefix"
+    )
     pages: int
     ocr_pages: int
     wall_seconds: float
     pages_per_second: float
+    outcomes_prefix: str | None = Field(
+        None, description="key prefix of the run's JSON Lines files holding every document's outcome"
+    )
+    error: str | None = Field(None, description="why the run failed, when it did: this report is partial")
 
 
 class PlannedDocument(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,12 +26,17 @@ def configure_process(settings: Settings) -> None:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     threads = compute_threads(settings)
     import cv2
-    import torch
 
     # OpenCV (easyocr's pre- and post-processing) keeps its own thread pool; one worker's
     # share of the cores is all it gets, like torch. OpenVINO and ONNX Runtime get the same
     # count when the engine is built (docproc.ocr.get_engine); tesseract runs on one thread.
     cv2.setNumThreads(threads)
+    # Only the easyocr engines run on torch: other engines must not pay for importing it
+    # (seconds, and hundreds of MB, in every worker process, also each time one restarts).
+    if not settings.engine.startswith("easyocr") and "torch" not in sys.modules:
+        return
+    import torch
+
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
         log.debug("torch threads set to %d", threads)

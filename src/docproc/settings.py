@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from docproc import __version__
 
 EngineName = Literal["easyocr", "easyocr-torch", "rapidocr", "tesseract"]
+ENGINE_PLUGIN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
 class Scope(enum.Enum):
@@ -43,11 +44,12 @@ class Settings(BaseSettings):
     )
 
     # -- extraction
-    engine: Annotated[EngineName, RESULT] = Field(
+    engine: Annotated[EngineName | Annotated[str, StringConstraints(pattern=ENGINE_PLUGIN)], RESULT] = Field(
         "easyocr",
         description=(
             "OCR engine: easyocr (default: easyocr's models on OpenVINO), easyocr-torch "
-            "(the same models on torch, the reference), rapidocr or tesseract."
+            "(the same models on torch, the reference), rapidocr, tesseract, or a plugin's "
+            "import path 'package.module:EngineClass' (an OcrEngine subclass taking the languages)."
         ),
     )
     languages: Annotated[tuple[str, ...], NoDecode, RESULT] = Field(
@@ -152,6 +154,36 @@ class Settings(BaseSettings):
     )
     force: Annotated[bool, LOCAL] = Field(
         False, description="Reprocess documents that already have a result."
+    )
+    retry_quarantined: Annotated[bool, OUTCOME] = Field(
+        False, description="Process documents again that an earlier run quarantined."
+    )
+    document_timeout_seconds: Annotated[float, OUTCOME] = Field(
+        300.0,
+        gt=0,
+        description="Time limit of one attempt at a document or slice, plus page_timeout_seconds a page.",
+    )
+    page_timeout_seconds: Annotated[float, OUTCOME] = Field(
+        120.0, ge=0, description="Time limit added to an attempt for each of its pages."
+    )
+    attempt_memory_bytes: Annotated[int | None, OUTCOME] = Field(
+        None,
+        ge=1,
+        description="Worker memory (RSS) past which a document attempt is ended "
+        "(default: 90% of the Dask worker's memory limit).",
+    )
+    worker_memory_limit: Annotated[str | None, LOCAL] = Field(
+        None,
+        description="Memory limit of each local Dask worker process, e.g. '4GiB' (default: Dask's share).",
+    )
+    report_limit: Annotated[int, LOCAL] = Field(
+        100, ge=1, description="Documents and problems listed in a run report; all are in its outcomes files."
+    )
+    copy_cache_bytes: Annotated[int, LOCAL] = Field(
+        2 * 2**30,
+        ge=0,
+        description="Downloaded documents each worker process keeps on local disk, bytes, so the "
+        "slices of a long document download it once per worker (0: off). Folders are read in place.",
     )
     retries: Annotated[int, LOCAL] = Field(3, ge=0, description="Retries of a batch on transient errors.")
     retry_delay_seconds: Annotated[float, LOCAL] = Field(

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from docproc.errors import ConfigurationError
@@ -80,6 +82,8 @@ def _build(key: EngineKey) -> OcrEngine:
         from docproc.ocr.rapidocr_engine import RapidOcrEngine
 
         return RapidOcrEngine(languages, gpu=gpu, threads=threads)
+    if ":" in name:
+        return _plugin(name, languages)
     raise ConfigurationError(f"unknown OCR engine {name!r}")
 
 
@@ -87,3 +91,16 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _plugin(path: str, languages: tuple[str, ...]) -> OcrEngine:
+    """An engine named by import path, ``package.module:EngineClass``."""
+    module_name, _, attr = path.partition(":")
+    try:
+        engine_cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"OCR engine {path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(engine_cls, type) and issubclass(engine_cls, OcrEngine)):
+        raise ConfigurationError(f"OCR engine {path!r} is not an OcrEngine subclass")
+    factory: Callable[[tuple[str, ...]], OcrEngine] = engine_cls
+    return factory(languages)

@@ -18,6 +18,12 @@ MAX_KEY_BYTES = 1024  # S3's limit; local folders split it into components of at
 class ObjectInfo:
     key: str
     size: int
+    version: str = ""
+    """What changes when the object's content may have: the ETag on S3; modification time,
+    change time and inode of a local file. Empty when the storage cannot tell."""
+    sha256: str | None = None
+    """The content's sha256 when known without reading it: from the index of an earlier run,
+    for an object whose size and version are unchanged since it was hashed."""
 
 
 def clean_key(key: str) -> str:
@@ -37,6 +43,10 @@ def clean_key(key: str) -> str:
 
 class Storage(abc.ABC):
     """Keys are '/'-separated, relative to the storage's root; see :func:`clean_key`."""
+
+    copies_on_read: bool = True
+    """Whether ``local_copy`` downloads the object (worth keeping a copy of) rather than
+    handing out the stored file itself."""
 
     @property
     @abc.abstractmethod

@@ -26,7 +26,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    # What git's index compares to tell a changed file without reading it: a rewrite changes
+    # the modification time, a replace (rename over it) the inode, and both the change time.
+    return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_ino}")
+
+
 class LocalStorage(Storage):
+    copies_on_read = False  # local_copy yields the file in place
+
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().resolve()
 
@@ -49,7 +57,7 @@ class LocalStorage(Storage):
         if not base.exists():
             return
         if base.is_file():
-            yield ObjectInfo(base.relative_to(self.root).as_posix(), base.stat().st_size)
+            yield _info(base.relative_to(self.root).as_posix(), base.stat())
             return
         found: list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(base):
@@ -60,7 +68,7 @@ class LocalStorage(Storage):
                     continue
                 if not path.resolve().is_relative_to(self.root):
                     continue  # a symlink out of the source tree is not part of it
-                found.append(ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size))
+                found.append(_info(path.relative_to(self.root).as_posix(), path.stat()))
         yield from sorted(found, key=lambda o: o.key)
 
     def exists(self, key: str) -> bool:

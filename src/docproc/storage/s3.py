@@ -301,7 +301,12 @@ class S3Storage(Storage):
                 # Same rule as the local folder: hidden names are not part of the tree.
                 if any(part.startswith(".") for part in rel.split("/")):
                     continue
-                found.append(ObjectInfo(rel, obj.size or 0))
+                # The ETag changes with the content (an MD5 or a multipart digest, never reused
+                # for other bytes under one key in practice); the time covers a server without one.
+                version = (obj.etag or "").strip('"') or (
+                    obj.last_modified.isoformat() if obj.last_modified else ""
+                )
+                found.append(ObjectInfo(rel, obj.size or 0, version))
             return found
 
         # Listed in full before yielding, so a retry restarts a listing rather than a half-consumed one.
