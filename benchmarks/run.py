@@ -11,10 +11,16 @@ columns, small print), each prepared as docproc prepares pages (8-bit, scaled to
    the share of linn's reference words found in reading order, and the split of the engine's
    wall time between detection, recognition and the rest (easyocr's and rapidocr's own steps).
    "stock easyocr" is easyocr 1.7.2 as its README uses it: ``Reader(...).readtext(image)``.
-2. `docproc run` with the default engine on 1 and 2 workers (cores split between them) against
-   the same engine reading the same pages in a process pool of as many processes on the same
-   cores: pages per second, and their ratio (docproc's whole cost: loading, orientation and
-   skew detection, NLP, storage, orchestration).
+2. Platform efficiency: `docproc run` (the whole pipeline: loading, orientation and skew
+   detection, OCR, NLP, searchable PDF and Markdown, storage, Prefect and Dask) against the
+   same engine reading the same prepared pages in a process pool of as many processes on the
+   same cores, each with its share of the threads: the default engine on 1 and 2 workers,
+   rapidocr and tesseract (one OpenMP thread per process) on as many workers as cores. Each
+   engine gets enough copies of the five pages (PNG files differing only in a metadata chunk,
+   so docproc does not skip them as duplicates) for about ``--seconds`` of its work, so a
+   run's start-up does not decide its pages/s. Pages per second (the run's flow against the
+   warm pool; the pool's figure with its process start-up and engine load is printed too),
+   CPU seconds of each side, and where a run's worker time went (docproc's stage timings).
 
 The machine may be shared: CPU seconds and ratios measured side by side are the figures to trust.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import subprocess
@@ -39,7 +46,7 @@ from PIL import Image
 
 from docproc import imaging, loader, runtime
 from docproc.detect import sniff_file
-from docproc.models import RunReport
+from docproc.models import DocumentResult, RunReport
 from docproc.ocr import get_engine
 from docproc.ocr.quality import cer, words_in_order
 from docproc.settings import Settings
@@ -162,6 +169,7 @@ def engines_table(images: dict[str, np.ndarray], threads: int) -> dict[str, Any]
 
 
 _pool_engine: Any = None
+_NO_PREPARATION = {"DOCPROC_DETECT_ORIENTATION": "false", "DOCPROC_DESKEW": "false"}
 
 
 def _pool_init(engine: str, threads: int) -> None:
@@ -175,31 +183,53 @@ def _pool_read(image: np.ndarray) -> int:
     return len(_pool_engine.read(image).lines)
 
 
-def raw_pool(images: dict[str, np.ndarray], engine: str, workers: int) -> tuple[float, float]:
-    """Pages per second of the bare engine in ``workers`` processes sharing the cores (engines
-    built first), and the CPU seconds of the whole pool, engine loading included."""
+def raw_pool(images: list[np.ndarray], engine: str, workers: int) -> dict[str, float]:
+    """The bare engine in ``workers`` spawned processes sharing the cores: pages per second
+    once every process has its engine (warm), pages per second from nothing (process start and
+    engine load included, like a run), and the CPU seconds of the whole pool."""
     threads = max(1, runtime.available_cores() // workers)
-    started_cpu = cpu_seconds()
+    started_cpu, started_cold = cpu_seconds(), time.perf_counter()
     # spawn, not fork: a forked child can inherit a lock some library thread of this process
     # held (one 2-process pool hung this way), and docproc's Dask workers are spawned too.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_pool_init, initargs=(engine, threads)
     ) as pool:
-        list(pool.map(_pool_read, [next(iter(images.values()))] * workers))  # warm: engines built
+        warm = min(images, key=lambda image: image.size)
+        list(pool.map(_pool_read, [warm] * workers))  # engines built in every process
         started = time.perf_counter()
-        list(pool.map(_pool_read, list(images.values()), chunksize=1))
-        pages_per_s = len(images) / (time.perf_counter() - started)
-    return pages_per_s, cpu_seconds() - started_cpu
+        list(pool.map(_pool_read, images, chunksize=1))
+        finished = time.perf_counter()
+    return {
+        "pages_per_s": len(images) / (finished - started),
+        "pages_per_s_cold": len(images) / (finished - started_cold),
+        "cpu_s": cpu_seconds() - started_cpu,
+    }
 
 
-def docproc_run(images: dict[str, np.ndarray], engine: str, workers: int) -> tuple[RunReport, float]:
-    """The run's report and the CPU seconds of the whole command (API, cluster, workers)."""
-    started_cpu = cpu_seconds()
+def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path, list[np.ndarray]]:
+    """A folder of ``copies`` x the pages as PNG files that differ only in a text chunk (so
+    docproc's content addressing does not skip them), and the same pages in the same order."""
+    from PIL.PngImagePlugin import PngInfo
+
     inbox = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
+    order = []
+    for copy in range(copies):
+        info = PngInfo()
+        info.add_text("benchmark-copy", str(copy))
+        for name, image in images.items():
+            Image.fromarray(image).save(inbox / f"{name}-{copy:03d}.png", pnginfo=info)
+            order.append(image)
+    return inbox, order
+
+
+def docproc_run(
+    inbox: Path, engine: str, workers: int, env: dict[str, str] | None = None
+) -> tuple[RunReport, float, dict[str, float]]:
+    """The run's report, the CPU seconds of the whole command (API, cluster, workers) and the
+    worker seconds per stage summed over the results."""
+    started_cpu = cpu_seconds()
     out = Path(tempfile.mkdtemp(prefix=f"bench-w{workers}-"))
-    for name, image in images.items():
-        Image.fromarray(image).save(inbox / f"{name}.png")
     subprocess.run(
         [
             *(str(ROOT / ".venv" / "bin" / "docproc"), "run", str(inbox), "--out", str(out)),
@@ -207,12 +237,82 @@ def docproc_run(images: dict[str, np.ndarray], engine: str, workers: int) -> tup
         ],
         check=True,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     [report_path] = out.glob("runs/*/report.json")
     report = RunReport.model_validate_json(report_path.read_text())
+    stages: dict[str, float] = {}
+    for outcome in report.documents:
+        if outcome.result_key:
+            result = DocumentResult.model_validate_json((out / outcome.result_key).read_bytes())
+            for stage, seconds in result.timings.items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
     shutil.rmtree(out)
-    shutil.rmtree(inbox)
-    return report, cpu_seconds() - started_cpu
+    return report, cpu_seconds() - started_cpu, stages
+
+
+def platform_runs(
+    images: dict[str, np.ndarray], cpu_per_page: dict[str, float], seconds: float
+) -> dict[str, Any]:
+    cores = runtime.available_cores()
+    plan = [("easyocr", 1), ("easyocr", 2), ("rapidocr", cores), ("tesseract", cores)]
+    # --without-preparation: each run again without orientation and skew detection, to tell
+    # the platform's own cost from the preparation's (doubles the runs' time).
+    prepare_off = "--without-preparation" in sys.argv
+    if "--torch-run" in sys.argv:
+        plan.append(("easyocr-torch", cores))
+    print(
+        "\n| engine | workers | pages | `docproc run` pages/s (flow) | raw pool pages/s (warm) | ratio "
+        "| without orientation/deskew: pages/s, ratio | raw pool pages/s (cold) "
+        "| `docproc run` CPU s (command) | raw pool CPU s | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    figures: dict[str, Any] = {}
+    for engine, workers in plan:
+        # Enough copies of the five pages for about `seconds` of this engine's work on the cores.
+        per_page = cpu_per_page[engine]
+        copies = max(1, round(seconds * min(workers, cores) / (per_page * len(images))))
+        inbox, order = inbox_with_copies(images, copies)
+        load_before = os.getloadavg()[0]
+        raw = raw_pool(order, engine, workers)
+        report, run_cpu, stages = docproc_run(inbox, engine, workers)
+        # The same run without orientation and skew detection: the engine's reading plus
+        # only what the platform adds (loading, NLP, outputs, storage, Prefect and Dask).
+        bare = docproc_run(inbox, engine, workers, _NO_PREPARATION)[0] if prepare_off else None
+        shutil.rmtree(inbox)
+        load = (load_before + os.getloadavg()[0]) / 2
+        ratio = report.pages_per_second / raw["pages_per_s"]
+        total = stages.pop("total", sum(stages.values()))
+        figures[f"{engine}_{workers}_workers"] = {
+            "pages": report.pages,
+            "docproc_pages_per_s": report.pages_per_second,
+            "raw_pool_pages_per_s": round(raw["pages_per_s"], 4),
+            "raw_pool_pages_per_s_cold": round(raw["pages_per_s_cold"], 4),
+            "ratio": round(ratio, 3),
+            "ratio_vs_cold_pool": round(report.pages_per_second / raw["pages_per_s_cold"], 3),
+            "no_orientation_deskew_pages_per_s": bare.pages_per_second if bare else None,
+            "no_orientation_deskew_ratio": round(bare.pages_per_second / raw["pages_per_s"], 3)
+            if bare
+            else None,
+            "flow_wall_s": report.wall_seconds,
+            "docproc_cpu_s": round(run_cpu, 1),
+            "raw_pool_cpu_s": round(raw["cpu_s"], 1),
+            "stage_share": {k: round(v / total, 3) for k, v in sorted(stages.items())} if total else {},
+            "load_average_1min": round(load, 2),
+        }
+        without = (
+            f"{bare.pages_per_second:.3f}, {bare.pages_per_second / raw['pages_per_s']:.2f}" if bare else "-"
+        )
+        print(
+            f"| {engine} | {workers} | {report.pages} | {report.pages_per_second:.3f} | "
+            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | {without} | "
+            f"{raw['pages_per_s_cold']:.3f} | {run_cpu:.0f} | "
+            f"{raw['cpu_s']:.0f} | {load:.1f} |",
+            flush=True,
+        )
+        shares = figures[f"{engine}_{workers}_workers"]["stage_share"]
+        print("    worker time: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
+    return figures
 
 
 def per_task_overhead(tasks: int = 16) -> float:
@@ -238,6 +338,12 @@ def per_task_overhead(tasks: int = 16) -> float:
         return float(overhead())
 
 
+def _option(name: str, default: float) -> float:
+    if name in sys.argv:
+        return float(sys.argv[sys.argv.index(name) + 1])
+    return default
+
+
 def main() -> None:
     if "--orchestration" in sys.argv:
         print(
@@ -247,19 +353,25 @@ def main() -> None:
     settings = Settings()
     images = pages(settings)
     print(f"pages: {', '.join(f'{k} {v.shape[1]}x{v.shape[0]}' for k, v in images.items())}")
-    figures: dict[str, Any] = {"cores": runtime.available_cores()}
+    figures: dict[str, Any] = {
+        "cores": runtime.available_cores(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(f"cores: {figures['cores']}, load average at the start: {figures['load_average_start']}")
     if "--no-engines" not in sys.argv:
         print("engines, 1 thread each, CPU seconds per page:")
         table = engines_table(images, threads=1)
         figures["engines"] = table
+        figures["load_average_after_engines"] = [round(x, 2) for x in os.getloadavg()]
         stock, default, tess = table["stock-easyocr"], table["easyocr"], table["tesseract"]
         figures["default_vs_stock_cpu"] = round(stock["cpu_s_per_page"] / default["cpu_s_per_page"], 2)
         figures["default_vs_tesseract_cpu"] = round(default["cpu_s_per_page"] / tess["cpu_s_per_page"], 2)
         print()
         print(
-            "| engine | CPU s/page | pages/CPU-s | phototest CER | multilingual CER | linn words in order | detection / recognition / rest |"
+            "| engine | CPU s/page | pages/CPU-s | pages/s (wall, 1 thread) | phototest CER | multilingual CER "
+            "| linn words in order | detection / recognition / rest |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for name, row in table.items():
             shares = row["split"]
             split = (
@@ -269,6 +381,7 @@ def main() -> None:
             )
             print(
                 f"| {LABELS[name]} | {row['cpu_s_per_page']:.2f} | {row['pages_per_cpu_s']:.3f} | "
+                f"{row['pages_per_s_wall']:.3f} | "
                 f"{row['phototest_cer']:.3f} | {row['multilingual_cer']:.3f} | {row['linn_words_in_order']:.1%} | {split} |"
             )
         print(
@@ -276,29 +389,12 @@ def main() -> None:
             f"{figures['default_vs_tesseract_cpu']}x the CPU of tesseract"
         )
     if "--no-runs" not in sys.argv:
-        print(
-            "\n| workers | docproc run pages/s (flow) | raw pool pages/s | ratio "
-            "| docproc run CPU s (whole command) | raw pool CPU s (incl. engine load) | CPU ratio |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        for workers in (1, 2):
-            raw, raw_cpu = raw_pool(images, "easyocr", workers)
-            report, run_cpu = docproc_run(images, "easyocr", workers)
-            ratio = report.pages_per_second / raw
-            figures[f"run_{workers}_workers"] = {
-                "docproc_pages_per_s": report.pages_per_second,
-                "raw_pool_pages_per_s": round(raw, 3),
-                "ratio": round(ratio, 3),
-                "flow_wall_s": report.wall_seconds,
-                "docproc_cpu_s": round(run_cpu, 1),
-                "raw_pool_cpu_s": round(raw_cpu, 1),
-                "cpu_ratio": round(raw_cpu / run_cpu, 3),
-            }
-            print(
-                f"| {workers} | {report.pages_per_second:.3f} | {raw:.3f} | {ratio:.2f} "
-                f"| {run_cpu:.1f} | {raw_cpu:.1f} | {raw_cpu / run_cpu:.2f} |",
-                flush=True,
-            )
+        # This run's CPU per page where the engines were measured, else the README's figures.
+        cpu_per_page = {"easyocr-torch": 26.0, "easyocr": 4.6, "rapidocr": 4.5, "tesseract": 1.3}
+        for name, row in figures.get("engines", {}).items():
+            cpu_per_page["easyocr-torch" if name == "stock-easyocr" else name] = row["cpu_s_per_page"]
+        figures["runs"] = platform_runs(images, cpu_per_page, _option("--seconds", 60.0))
+    figures["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(figures, indent=2))
 
 

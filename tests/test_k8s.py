@@ -468,6 +468,12 @@ def test_dockerfile(k8s_tools: K8sTools) -> None:
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     assert "USER 10001:10001" in text
     assert "uv export --frozen" in text  # installs exactly uv.lock's versions
+    # The default engine's models are converted at build time, checked as the runtime user, and
+    # the runtime reads them from there (a read-only root: it could not convert them).
+    assert "docproc models convert --cache-dir /opt/docproc-models" in text
+    assert "setpriv --reuid=10001" in text
+    assert "COPY --from=models /opt/docproc-models /opt/docproc-models" in text
+    assert "DOCPROC_MODEL_CACHE_DIR=/opt/docproc-models" in text
     for var in ("HOME=/tmp", "TMPDIR=/tmp", "PREFECT_HOME=/tmp/", "MPLCONFIGDIR=/tmp/", "TORCH_HOME=/tmp/"):
         assert var in text
     ignore = (ROOT / ".dockerignore").read_text().splitlines()

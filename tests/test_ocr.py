@@ -454,6 +454,26 @@ def test_rapidocr_corrects_upside_down_page(
     assert cer(rapidocr_engine.read(prepared.image).text, phototest_text) == 0.0
 
 
+@pytest.mark.slow
+def test_rapidocr_turns_a_page_of_close_lines(
+    rapidocr_engine: OcrEngine, rapidocr_settings: Settings, corpus: Path
+) -> None:
+    """c02-22's lines sit too close for the ink to tell them apart: the orientation test reads
+    the crop both ways instead of sampling lines, and still finds the page upside down."""
+    from docproc import loader
+    from docproc.detect import sniff_file
+
+    path = corpus / "c02-22.pdf"
+    [page] = [p for p in loader.iter_pages(path, sniff_file(path), rapidocr_settings) if p.image is not None][
+        :1
+    ]
+    assert page.image is not None
+    upright = imaging.prepare_page(page.image, rapidocr_settings, rapidocr_engine)
+    turned = imaging.prepare_page(page.image.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
+    assert (upright.rotation, turned.rotation) == (0, 180)
+    assert "Chapter" in rapidocr_engine.read(turned.image).text
+
+
 # -- the default engine (easyocr's weights on OpenVINO) against easyocr on torch
 
 

@@ -16,17 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr.base import OcrEngine, OcrPage, Segment, check_gray8
-from docproc.ocr.layout import reading_order
+from docproc.ocr.layout import FLIP_SAMPLE_BOXES, ink_line_boxes, reading_order
 
 log = logging.getLogger(__name__)
 
-# The orientation test reads this many of the widest text boxes of a crop, both ways up.
-_FLIP_SAMPLE_BOXES = 5
 # Longer side of CRAFT's detection canvas: easyocr's own default (canvas_size 2560), so this
 # engine is stock easyocr, the reference the default engine is measured against. Detection
 # costs in proportion to canvas pixels; a 1600 px canvas reads linn.png's small print worse
@@ -107,7 +104,7 @@ class EasyOcrEngine(OcrEngine):
         # about 10 s per megapixel on one core, too much for a test that runs on every page.
         check_gray8(crop)
         height, width = crop.shape
-        boxes = _line_boxes(crop)[:_FLIP_SAMPLE_BOXES]
+        boxes = ink_line_boxes(crop)[:FLIP_SAMPLE_BOXES]
         if not boxes:
             return None
         turned_boxes = [[width - x1, width - x0, height - y1, height - y0] for x0, x1, y0, y1 in boxes]
@@ -120,31 +117,6 @@ class EasyOcrEngine(OcrEngine):
             except (RuntimeError, ValueError, MemoryError) as exc:
                 raise OcrEngineError(f"easyocr failed on an orientation sample: {exc}") from exc
         return _mean_confidence(upright), _mean_confidence(turned)
-
-
-def _line_boxes(gray: np.ndarray) -> list[list[int]]:
-    """Boxes (x0, x1, y0, y1) of text lines found by smearing ink sideways, widest first.
-
-    A horizontal closing joins the letters and words of a line but not the lines above and
-    below; blobs much wider than high are lines of text.
-    """
-    height, width = gray.shape
-    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-    if np.count_nonzero(ink) > ink.size // 2:
-        ink = cv2.bitwise_not(ink)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, width // 40), 1))
-    lines = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, kernel)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
-    boxes = []
-    for x, y, w, h, _area in stats[1:count].tolist():
-        if h < 8 or w < 3 * h or h > height // 3:
-            continue
-        margin = max(2, h // 10)
-        boxes.append(
-            [max(0, x - margin), min(width, x + w + margin), max(0, y - margin), min(height, y + h + margin)]
-        )
-    boxes.sort(key=lambda b: b[1] - b[0], reverse=True)
-    return boxes
 
 
 def _segment(result: Sequence[Any]) -> Segment:

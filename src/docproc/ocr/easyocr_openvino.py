@@ -105,6 +105,11 @@ def converted_models(cache_dir: Path) -> Path:
             _convert(work)
             golden_cer = _validate(work)
             _write_manifest(work, golden_cer)
+            # mkdtemp made the directory private (0700): the image's runtime user (not the
+            # build's root) and other users' workers on a machine must be able to read it.
+            for path in work.iterdir():
+                path.chmod(0o644)
+            work.chmod(0o755)
             os.replace(work, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -116,11 +121,16 @@ def converted_models(cache_dir: Path) -> Path:
 
 def _complete(target: Path) -> bool:
     manifest = target / _MANIFEST
-    if not manifest.is_file():
-        return False
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (OSError, ValueError, KeyError) as exc:
+        if not manifest.is_file():
+            return False
+        text = manifest.read_text()
+    except PermissionError as exc:
+        # Converting again would fail the same way: say whose files these are.
+        raise ConfigurationError(f"the model cache {target} is not readable by this user: {exc}") from exc
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError) as exc:
         log.warning("ignoring the unreadable model cache %s: %s", target, exc)
         return False
     return all((target / name).is_file() and _sha256(target / name) == sha for name, sha in files.items())

@@ -24,9 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from docproc.ocr.base import OcrLine, Segment
+
+# Engines' orientation tests read this many of the widest text lines of a crop, both ways up.
+FLIP_SAMPLE_BOXES = 5
 
 # A band needs this many segments on each side of the gutter, side by side over this many
 # text heights: two lines that happen to be split at the same x are not a column.
@@ -208,3 +212,28 @@ def _join(row: Sequence[Segment]) -> OcrLine:
         max(s.bbox[3] for s in row),
     )
     return OcrLine(text=text, bbox=bbox, confidence=min(1.0, max(0.0, confidence)))
+
+
+def ink_line_boxes(gray: np.ndarray) -> list[list[int]]:
+    """Boxes (x0, x1, y0, y1) of text lines found by smearing ink sideways, widest first.
+
+    A horizontal closing joins the letters and words of a line but not the lines above and
+    below; blobs much wider than high are lines of text.
+    """
+    height, width = gray.shape
+    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    if np.count_nonzero(ink) > ink.size // 2:
+        ink = cv2.bitwise_not(ink)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, width // 40), 1))
+    lines = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, kernel)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    boxes = []
+    for x, y, w, h, _area in stats[1:count].tolist():
+        if h < 8 or w < 3 * h or h > height // 3:
+            continue
+        margin = max(2, h // 10)
+        boxes.append(
+            [max(0, x - margin), min(width, x + w + margin), max(0, y - margin), min(height, y + h + margin)]
+        )
+    boxes.sort(key=lambda b: b[1] - b[0], reverse=True)
+    return boxes
