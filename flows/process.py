@@ -513,24 +513,25 @@ def process_documents(
     run_log = report.RunLog(dst, run_id, settings.report_limit)
     progress: _Progress | None = None
     index = SourceIndex(dst, src.url)
+    fingerprint = settings.fingerprint()
     objects: list[ObjectInfo] = []
     error: str | None = None
 
-    def record(outcome: DocumentOutcome) -> None:
+    def report_outcome(outcome: DocumentOutcome) -> None:
         run_log.add(outcome)
         assert progress is not None
         progress.add(outcome)
+
+    def record(outcome: DocumentOutcome) -> None:
+        index.finished(outcome, fingerprint)
+        report_outcome(outcome)
 
     try:
         # Listed inside: a listing that fails (storage down) still leaves a report saying so.
         objects = _list_inputs(src, keys, excluded)
         logger.info("%d documents under %s", len(objects), src.url)
-        if index.load():
-            objects = [index.known(o) for o in objects]
-            logger.info(
-                "%d of them unchanged since an earlier run", sum(o.sha256 is not None for o in objects)
-            )
         progress = _Progress(len(objects))
+        todo = _unchanged_first(objects, index, dst, settings, report_outcome, logger)
         leftovers = _leftover_parts(dst)
         context = FlowRunContext.get()
         if context is None or not isinstance(context.task_runner, DaskTaskRunner):
@@ -545,13 +546,13 @@ def process_documents(
             src=src,
             dst=dst,
         )
-        _process(dispatcher, objects, settings, record, index, logger)
+        _process(dispatcher, todo, settings, record, index, logger)
         _clean_leftover_parts(dst, leftovers, settings)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        _save_index(index, objects if keys is None and error is None else None, logger)
+        _save_index(index, objects if keys is None and error is None else None, dst, logger)
         run_report = run_log.report(src.url, dst.url, started_at, datetime.now(UTC), settings, error)
         prefix = report.write_report(dst, run_report)
         location = dst.url.rstrip("/") + "/" + prefix
@@ -569,11 +570,50 @@ def process_documents(
     return run_report
 
 
-def _save_index(index: SourceIndex, listed: list[ObjectInfo] | None, logger: Any) -> None:
+def _result_sizes(dst: Storage) -> dict[str, int]:
+    return {o.key: o.size for o in dst.iter_objects("results/")}
+
+
+def _unchanged_first(
+    objects: list[ObjectInfo],
+    index: SourceIndex,
+    dst: Storage,
+    settings: Settings,
+    record: Callable[[DocumentOutcome], None],
+    logger: Any,
+) -> list[ObjectInfo]:
+    """Report the documents unchanged since an earlier run whose results are there as written,
+    from the index and one listing of results/, with no call per document; returns the rest,
+    each with its sha256 when the index knows it (a worker then looks without downloading)."""
+    if not index.load():
+        return objects
+    results = {} if settings.force else _result_sizes(dst)
+    fingerprint = settings.fingerprint()
+    todo, known = [], 0
+    for obj in objects:
+        obj = index.known(obj)
+        known += obj.sha256 is not None
+        outcome = index.unchanged_outcome(obj, fingerprint, results) if results else None
+        if outcome is None:
+            todo.append(obj)
+        else:
+            record(outcome)
+    logger.info(
+        "%d unchanged since an earlier run, %d of them with their results as written",
+        known,
+        len(objects) - len(todo),
+    )
+    return todo
+
+
+def _save_index(index: SourceIndex, listed: list[ObjectInfo] | None, dst: Storage, logger: Any) -> None:
     """Store what the run learned; ``listed`` (a complete listing) also drops gone objects.
     A failure here costs the next run some downloads, not this run its report."""
     try:
-        index.save(None if listed is None else (o.key for o in listed))
+        index.save(
+            None if listed is None else (o.key for o in listed),
+            _result_sizes(dst) if index.learned else None,
+        )
     except DocprocError as exc:
         logger.warning("the source index was not saved (the next run hashes again): %s", exc)
 

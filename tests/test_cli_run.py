@@ -22,7 +22,8 @@ def test_out_equal_to_the_source_is_refused_before_any_work(tmp_path: Path, out:
     result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(inbox / out)])
 
     assert result.exit_code == EXIT_USAGE, result.output
-    assert "is the source folder itself" in result.output
+    # Compared without line breaks: the console wraps the message at its width.
+    assert "is the source folder itself" in " ".join(result.output.split())
     assert sorted(p.name for p in inbox.rglob("*")) == ["letter.txt", "results"]  # nothing written
 
 
@@ -32,7 +33,7 @@ def test_source_inside_the_outputs_is_refused(tmp_path: Path, folder: str) -> No
     inbox.mkdir(parents=True)
     result = CliRunner().invoke(app, ["run", str(inbox), "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_USAGE, result.output
-    assert "inside the output folders" in result.output
+    assert "inside the output folders" in " ".join(result.output.split())
 
 
 def test_out_inside_the_source_is_left_out_of_the_inputs(tmp_path: Path) -> None:

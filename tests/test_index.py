@@ -31,12 +31,13 @@ TEXTS = {f"inbox/memo-{i}.txt": f"Memo {i}: meeting moved to 2024-06-0{i}.".enco
 
 
 class Counting(Storage):
-    """The real storage, with its downloads (``local_copy``) counted per key."""
+    """The real storage, with its downloads (``local_copy``) and reads counted per key."""
 
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
         self.copies_on_read = inner.copies_on_read
         self.downloads: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
 
     @property
     def url(self) -> str:
@@ -49,6 +50,7 @@ class Counting(Storage):
         return self.inner.exists(key)
 
     def read_bytes(self, key: str) -> bytes:
+        self.reads[key] += 1
         return self.inner.read_bytes(key)
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -66,37 +68,51 @@ class Counting(Storage):
 
 
 @pytest.fixture(params=["local", "s3"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Counting, Storage]:
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Counting, Counting]:
     if request.param == "local":
-        return Counting(LocalStorage(tmp_path / "in")), LocalStorage(tmp_path / "out")
+        return Counting(LocalStorage(tmp_path / "in")), Counting(LocalStorage(tmp_path / "out"))
     server: MinioServer = request.getfixturevalue("minio_server")
     run = uuid.uuid4().hex[:12]
     settings = server.settings()
-    return Counting(S3Storage(BUCKET, f"index-{run}/in", settings)), S3Storage(
-        BUCKET, f"index-{run}/out", settings
+    return Counting(S3Storage(BUCKET, f"index-{run}/in", settings)), Counting(
+        S3Storage(BUCKET, f"index-{run}/out", settings)
     )
 
 
+def _results(dst: Storage) -> dict[str, int]:
+    return {o.key: o.size for o in dst.iter_objects("results/")}
+
+
 def _run(src: Counting, dst: Storage, settings: Settings) -> list[DocumentOutcome]:
-    """What the flow does around inspection, in one process: list, look up, inspect, learn,
-    process what is new, save the index."""
+    """What the flow does around inspection, in one process: list; report what is unchanged
+    with its result as written; inspect the rest (by its known sha256 where the index has it),
+    learn, process what is new; save the index."""
     index = SourceIndex(dst, src.url)
-    index.load()
+    fingerprint = settings.fingerprint()
+    results = _results(dst) if index.load() else {}
     listed = list(src.iter_objects("inbox"))
     outcomes = []
-    for obj in listed:
-        found = jobs.inspect_object(src, dst, index.known(obj), settings)
-        if isinstance(found, PlannedDocument):
-            index.learn(obj, found.id)
-            found = jobs.process_document(src, dst, found, settings)
-        elif found.id is not None:
-            index.learn(obj, found.id)
+    for listed_obj in listed:
+        obj = index.known(listed_obj)
+        found = index.unchanged_outcome(obj, fingerprint, results)
+        if found is None:
+            found = jobs.inspect_object(src, dst, obj, settings)
+            if isinstance(found, PlannedDocument):
+                index.learn(obj, found.id)
+                found = jobs.process_document(src, dst, found, settings)
+            elif found.id is not None:
+                index.learn(obj, found.id)
+            index.finished(found, fingerprint)
         outcomes.append(found)
-    index.save(o.key for o in listed)
+    index.save((o.key for o in listed), _results(dst))
     return outcomes
 
 
-def test_rerun_over_unchanged_objects_downloads_none(stores: tuple[Counting, Storage]) -> None:
+def _result_reads(dst: Counting) -> int:
+    return sum(n for key, n in dst.reads.items() if key.startswith("results/"))
+
+
+def test_rerun_over_unchanged_objects_downloads_none(stores: tuple[Counting, Counting]) -> None:
     src, dst = stores
     settings = Settings(markdown=False)
     for key, data in TEXTS.items():
@@ -108,10 +124,15 @@ def test_rerun_over_unchanged_objects_downloads_none(stores: tuple[Counting, Sto
     assert [o.key for o in dst.iter_objects("index/")] == [index_prefix(src.url) + SNAPSHOT]
 
     src.downloads.clear()
+    dst.reads.clear()
     second = _run(src, dst, settings)
     assert [(o.status, o.reason) for o in second] == [("skipped", "result_exists")] * len(TEXTS)
     assert src.downloads == Counter()  # nothing downloaded, nothing read
+    assert _result_reads(dst) == 0  # nor any result: the index and one listing of results/ said it
     assert [o.id for o in second] == [o.id for o in first]
+    assert [(o.quality, o.document_type, o.language, o.pages) for o in second] == [
+        (o.quality, o.document_type, o.language, o.pages) for o in first
+    ]
 
     # Same size, other content: the listing's version changes, so it is read and hashed again.
     changed = "inbox/memo-3.txt"
@@ -130,8 +151,37 @@ def test_rerun_over_unchanged_objects_downloads_none(stores: tuple[Counting, Sto
     assert sorted(index.entries) == sorted(k for k in TEXTS if k != "inbox/memo-5.txt")
 
 
+def test_a_result_changed_since_it_was_written_is_read_again(stores: tuple[Counting, Counting]) -> None:
+    src, dst = stores
+    settings = Settings(markdown=False)
+    for key, data in TEXTS.items():
+        src.write_bytes(key, data)
+    first = _run(src, dst, settings)
+    key = first[0].result_key
+    assert key is not None
+
+    # Still valid, another size: a worker reads it (no download) and the index records it anew.
+    dst.write_bytes(key, dst.read_bytes(key) + b"\n")
+    src.downloads.clear()
+    dst.reads.clear()
+    edited = _run(src, dst, settings)
+    assert [o.status for o in edited] == ["skipped"] * len(TEXTS)
+    assert src.downloads == Counter()
+    assert _result_reads(dst) == 1
+    dst.reads.clear()
+    assert [o.status for o in _run(src, dst, settings)] == ["skipped"] * len(TEXTS)
+    assert _result_reads(dst) == 0
+
+    # Unreadable: the document is processed again.
+    dst.write_bytes(key, b'{"schema_version": 1, "id": ')
+    src.downloads.clear()
+    broken = _run(src, dst, settings)
+    assert [o.status for o in broken] == ["processed"] + ["skipped"] * (len(TEXTS) - 1)
+    assert set(src.downloads) == {first[0].source}
+
+
 def test_torn_or_stale_index_costs_downloads_not_results(
-    stores: tuple[Counting, Storage], caplog: pytest.LogCaptureFixture
+    stores: tuple[Counting, Counting], caplog: pytest.LogCaptureFixture
 ) -> None:
     src, dst = stores
     settings = Settings(markdown=False)
@@ -163,7 +213,7 @@ def test_torn_or_stale_index_costs_downloads_not_results(
     assert set(src.downloads) == {"inbox/memo-1.txt"}
 
 
-def test_an_interrupted_run_keeps_what_it_hashed(stores: tuple[Counting, Storage]) -> None:
+def test_an_interrupted_run_keeps_what_it_hashed(stores: tuple[Counting, Counting]) -> None:
     """Entries are stored as deltas while a run goes on; a run that never saves its snapshot
     (killed) still spares the next one the downloads it made."""
     src, dst = stores

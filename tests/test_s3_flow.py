@@ -227,3 +227,27 @@ def test_minio_stopped_mid_run_and_restarted(
     assert len(set(result_keys)) == len(inputs)
     assert objects(client, bucket, "results/") == sorted(result_keys)
     assert len(objects(client, bucket, "text/")) == len(inputs)
+
+
+def test_a_listing_that_fails_still_writes_the_report(
+    minio_server: MinioServer, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """The run fails before any document (the source bucket does not exist), and the report
+    in the output folder says why: the report is written also when the flow itself fails."""
+    out = tmp_path / "out"
+    missing = f"missing-{uuid.uuid4().hex[:10]}"
+    proc = subprocess.run(
+        [str(DOCPROC), "run", f"s3://{missing}/inbox", "--out", str(out)],
+        env=run_env(minio_server, prefect_server),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "does not exist" in proc.stdout + proc.stderr
+    [path] = out.glob("runs/*/report.json")
+    report = json.loads(path.read_text())
+    assert "ConfigurationError" in report["error"]
+    assert missing in report["error"]
+    assert sum(report["counts"].values()) == 0

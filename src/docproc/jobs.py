@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from docproc import __version__, loader, outputs, pipeline
+from docproc import __version__, index, loader, outputs, pipeline
 from docproc.errors import (
     DocprocError,
     InternalDocumentError,
@@ -54,7 +54,7 @@ _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
 def result_key(doc_id: str, settings: Settings) -> str:
-    return f"results/{doc_id}-{settings.fingerprint()}.json"
+    return index.result_key(doc_id, settings.fingerprint())
 
 
 def text_key(doc_id: str, settings: Settings) -> str:
