@@ -127,7 +127,7 @@ def test_run_that_fails_still_writes_its_report(tmp_path: Path, fault_env: pytes
     result = _run(inbox, out)
 
     assert result.exit_code == EXIT_INFRA, result.output
-    assert "StorageUnavailableError" in result.output
+    assert "run failed: storage answered 503" in result.output, result.output
     report = _report(out)
     assert report.error is not None
     assert "StorageUnavailableError" in report.error
