@@ -13,15 +13,17 @@ and a document that ends a worker twice is quarantined as ``worker_crashed`` or 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
+import math
 import os
 import random
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +68,12 @@ from flows import alerts
 log = logging.getLogger(__name__)
 
 INSPECT_CHUNK = 64  # documents per inspection unit: hashing and header checks, cheap next to OCR
+# Units a run keeps submitted to Dask, per thread of the cluster (settings.units_in_flight
+# overrides): one running and one waiting at the scheduler keeps every thread busy, and the
+# in-process scheduler and the flow hold only these units' arguments, not the whole run's.
+UNITS_PER_THREAD = 2
+MIN_UNITS_IN_FLIGHT = 8  # also while an adaptive cluster has no workers yet
+THREADS_REFRESH_SECONDS = 10.0  # an adaptive cluster's threads are re-read this often
 PROGRESS_SECONDS = 2.0  # the progress artifact is updated at most this often
 # A document whose attempts end their worker this many times is quarantined.
 MAX_WORKER_DEATHS = 2
@@ -304,9 +312,24 @@ def _item_id(item: Item) -> str:
     return "doc:" + item.id
 
 
+Unit = tuple[str, list[Item]]  # (kind, items)
+
+
+def units_in_flight(settings: Settings, threads: int) -> int:
+    """How many units a run keeps submitted to a cluster with ``threads`` threads in all."""
+    if settings.units_in_flight is not None:
+        return settings.units_in_flight
+    return max(MIN_UNITS_IN_FLIGHT, UNITS_PER_THREAD * threads)
+
+
 @dataclass
 class _Dispatcher:
     """Submits units to Dask and yields ``(kind, item, result)`` as they finish.
+
+    At most ``units_in_flight`` units are submitted at once: the rest wait in the flow (the
+    lazy ``feed`` of a stage, and a backlog of retries and finishing units, which go first),
+    and one more is submitted each time one comes back. Each carries the run's Dask priority,
+    so at the scheduler a critical run's units still go before a bulk run's waiting ones.
 
     A unit whose worker died is split: every item goes again alone, so the rest of a batch
     is processed. An item whose attempts ended a worker ``MAX_WORKER_DEATHS`` times is
@@ -321,15 +344,56 @@ class _Dispatcher:
     priority: int
     src: Storage
     dst: Storage
+    settings: Settings
     units: distributed.as_completed = field(init=False)
     pending: dict[str, tuple[str, list[Item], bool]] = field(default_factory=dict)
     deaths: dict[str, list[AttemptEvidence]] = field(default_factory=dict)
+    backlog: deque[Unit] = field(default_factory=deque)
+    source_units: Iterator[Unit] = field(default_factory=lambda: iter(()))
     submitted: int = 0
+    window: int = field(init=False)
+    _window_read: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
         self.units = distributed.as_completed(loop=self.client.loop)  # type: ignore[no-untyped-call]
+        self.window = MIN_UNITS_IN_FLIGHT
+        self._read_window()
+
+    def _read_window(self) -> None:
+        if self.settings.units_in_flight is not None:
+            self.window = self.settings.units_in_flight
+            self._window_read = math.inf
+            return
+        now = time.monotonic()
+        if now - self._window_read < THREADS_REFRESH_SECONDS:
+            return
+        self._window_read = now
+        threads = sum(self.client.nthreads().values())
+        self.window = units_in_flight(self.settings, threads)
+
+    def feed(self, units: Iterable[Unit]) -> None:
+        """The units of a stage, taken lazily as room opens up (after any in the backlog)."""
+        self.source_units = itertools.chain(self.source_units, units)
+        self._fill()
 
     def submit(self, kind: str, items: list[Item]) -> None:
+        """One unit, submitted before any of the feed once there is room."""
+        self.backlog.append((kind, items))
+        self._fill()
+
+    def _fill(self) -> None:
+        self._read_window()
+        while len(self.pending) < self.window:
+            if self.backlog:
+                kind, items = self.backlog.popleft()
+            else:
+                unit = next(self.source_units, None)
+                if unit is None:
+                    return
+                kind, items = unit
+            self._submit_now(kind, items)
+
+    def _submit_now(self, kind: str, items: list[Item]) -> None:
         self.submitted += 1
         unit = f"{kind}-{self.run_id[:8]}-{self.submitted}"
         suspect = len(items) == 1 and _item_id(items[0]) in self.deaths
@@ -354,13 +418,17 @@ class _Dispatcher:
             unit, items, suspect = self.pending.pop(future.key)
             kind = unit.split("-", 1)[0]
             if future.status == "finished":
-                yield from ((kind, item, result) for item, result in zip(items, future.result(), strict=True))
+                results = future.result()
                 future.release()
+                self._fill()  # the next unit runs while these results are recorded
+                for item, result in zip(items, results, strict=True):
+                    yield kind, item, result
                 if suspect:
                     self.dst.delete(started_key(unit))
                 continue
             exc = future.exception()
             future.release()
+            self._fill()
             if not isinstance(exc, KilledWorker):
                 if len(items) > 1:  # find the one it was about; the others go on
                     log.warning(
@@ -545,6 +613,7 @@ def process_documents(
             priority=queue_for(priority).dask_priority,
             src=src,
             dst=dst,
+            settings=settings,
         )
         _process(dispatcher, todo, settings, record, index, logger)
         _clean_leftover_parts(dst, leftovers, settings)
@@ -626,8 +695,13 @@ def _process(
     index: SourceIndex,
     logger: Any,
 ) -> None:
-    for chunk in jobs.chunks(objects, INSPECT_CHUNK):
-        dispatcher.submit("inspect", list(chunk))
+    """Inspect every object, then read the planned documents in page batches.
+
+    Units go to the dispatcher lazily, so besides the index the flow holds one small model per
+    document to process (duplicates and batch sizes need them all) and state only for the
+    documents in flight.
+    """
+    dispatcher.feed(("inspect", list[Item](chunk)) for chunk in jobs.chunks(objects, INSPECT_CHUNK))
     planned: list[PlannedDocument] = []
     decided = Counter[str]()
     for _, item, result in dispatcher:
@@ -645,34 +719,54 @@ def _process(
     planned, duplicates = jobs.split_duplicates(planned, settings)
     for outcome in duplicates:
         record(outcome)
-    batches = jobs.plan_batches(
-        planned, jobs.batch_pages(sum(d.pages for d in planned), settings.batch_size, settings.workers)
-    )
+    pages = sum(max(d.pages, 1) for d in planned)
+    per_batch = jobs.batch_pages(pages, settings.batch_size, settings.workers)
     logger.info(
         "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
         len(planned),
-        sum(d.pages for d in planned),
-        len(batches),
+        pages,
+        math.ceil(pages / per_batch),
         decided["skipped"],
         decided["quarantined"],
     )
-    # A document split across batches is finished as soon as its last slice is read.
-    slices_left = Counter(piece.doc.id for batch in batches for piece in batch if not piece.whole)
-    finished: set[str] = set()
-    for batch in batches:
-        dispatcher.submit("batch", list(batch))
+    # A document split across batches is finished as soon as its slices are all back: once
+    # its last slice is planned, ``slices_of`` says how many it has.
+    slices_of: dict[str, int] = {}
+    counting = Counter[str]()
+
+    def batches() -> Iterator[Unit]:
+        waiting = deque(planned)
+        planned.clear()
+        docs = (waiting.popleft() for _ in range(len(waiting)))
+        for batch in jobs.iter_batches(docs, per_batch):
+            for piece in batch:
+                if not piece.whole:
+                    counting[piece.doc.id] += 1
+                    if piece.last >= piece.doc.pages:
+                        slices_of[piece.doc.id] = counting.pop(piece.doc.id)
+            yield "batch", list[Item](batch)
+
+    dispatcher.feed(batches())
+    returned = Counter[str]()
+    ended: set[str] = set()  # split documents whose outcome came early, from one of their slices
     for _, item, result in dispatcher:
-        doc = item.doc if isinstance(item, DocumentSlice) else item
-        assert isinstance(doc, PlannedDocument)
-        if isinstance(result, SliceOutcome):
-            slices_left[doc.id] -= 1
-            if slices_left[doc.id] == 0 and doc.id not in finished:
-                dispatcher.submit("finish", [doc])
-        elif doc.id not in finished:
-            # The document's outcome: whole, finished, or ended early by one of its slices
-            # (vanished, quarantined, finished by a concurrent run); its other slices are moot.
-            finished.add(doc.id)
+        if isinstance(item, PlannedDocument) or (isinstance(item, DocumentSlice) and item.whole):
+            record(result)  # a finished or a whole document
+            continue
+        assert isinstance(item, DocumentSlice)
+        doc = item.doc
+        if not isinstance(result, SliceOutcome) and doc.id not in ended:
+            # Ended early by one of its slices (vanished, quarantined, finished by a concurrent
+            # run); its other slices are moot.
+            ended.add(doc.id)
             record(result)
+        returned[doc.id] += 1
+        if returned[doc.id] == slices_of.get(doc.id):
+            del returned[doc.id], slices_of[doc.id]
+            if doc.id in ended:
+                ended.discard(doc.id)
+            else:
+                dispatcher.submit("finish", [doc])
 
 
 def _publish(run_report: RunReport, location: str) -> None:

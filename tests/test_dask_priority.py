@@ -7,7 +7,9 @@ each unit of work arrived, and when its worker started it), not from durations.
 
 The worker thread is held by a gate page (``tests.fault_engines``) while the bulk batches
 queue up and the critical run's first unit arrives; the test opens it only then, so the queue
-the critical run must overtake is there on any machine, however loaded.
+the critical run must overtake is there on any machine, however loaded. Each run keeps only
+its window of units at the scheduler (the default for one thread), so the bulk run's later
+batches arrive while the critical run is under way, and must wait for it too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PIL import Image
 from docproc.models import RunReport
 from docproc.queues import Priority, queue_for
 from docproc.settings import Settings
-from flows.process import build_task_runner, process_documents
+from flows.process import build_task_runner, process_documents, units_in_flight
 from tests.fault_engines import GATE_ENV, GATE_SIZE, Gate
 from tests.fixtures.prefect_server import PrefectServer
 
@@ -121,6 +123,8 @@ def test_critical_run_overtakes_the_queued_batches_of_a_bulk_run(
         deskew=False,
         batch_size=1,
     )
+    window = units_in_flight(settings, 1)
+    assert window < BULK_PAGES + 1  # the bulk run has more batches than it submits at once
     # The gate page sorts first, so its batch is the bulk run's first: it holds the only thread.
     bulk_in = _pages(tmp_path / "bulk", [GATE_SIZE] + [(800 + i, 700) for i in range(BULK_PAGES)])
     critical_in = _pages(tmp_path / "critical", [(850 + i, 700) for i in range(CRITICAL_PAGES)])
@@ -140,7 +144,7 @@ def test_critical_run_overtakes_the_queued_batches_of_a_bulk_run(
         bulk = pool.submit(contextvars.copy_context().run, run, bulk_in, Priority.BULK)
         gate.wait_entered(WAIT_SECONDS, alive=lambda: not bulk.done())
         _wait(
-            lambda: len([k for k in timeline.arrived if k.startswith("docproc-batch-")]) == BULK_PAGES + 1,
+            lambda: len([k for k in timeline.arrived if k.startswith("docproc-batch-")]) == window,
             "queue of bulk batches",
             bulk,
         )
@@ -163,7 +167,11 @@ def test_critical_run_overtakes_the_queued_batches_of_a_bulk_run(
         waiting = [b for b in bulk_batches if started[b] > arrived[unit]]
         overtaking = [b for b in waiting if started[b] < started[unit]]
         assert len(overtaking) <= HANDED_TO_WORKER, (unit, overtaking, order)
-    # Not vacuous: the critical run's first unit arrived behind the whole bulk queue.
+    # Not vacuous: the critical run's first unit arrived behind a queue of bulk batches, and
+    # the bulk run submitted more of them while the critical run was under way.
     first = min(critical_units, key=arrived.__getitem__)
+    queued = [b for b in bulk_batches if arrived[b] < arrived[first] < started[b]]
+    assert len(queued) >= window - HANDED_TO_WORKER, order
     assert len([b for b in bulk_batches if started[b] > arrived[first]]) >= BULK_PAGES - 1, order
+    assert [b for b in bulk_batches if arrived[b] > arrived[first]], order
     assert queue_for(Priority.CRITICAL).dask_priority > queue_for(Priority.BULK).dask_priority

@@ -496,7 +496,14 @@ def batch_pages(total_pages: int, batch_size: int, workers: int) -> int:
 def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list[DocumentSlice]]:
     """Fill batches of ``batch_pages`` pages in listing order, splitting a document across
     batches where it does not fit, so that one long document does not hold up a run."""
-    batches: list[list[DocumentSlice]] = []
+    return list(iter_batches(docs, batch_pages))
+
+
+def iter_batches(docs: Iterable[PlannedDocument], batch_pages: int) -> Iterator[list[DocumentSlice]]:
+    """``plan_batches`` one batch at a time, so a run holds only the batches in flight.
+
+    The slices of a document come out in page order, its last one (``last == pages``) last.
+    """
     current: list[DocumentSlice] = []
     room = batch_pages
     for doc in docs:
@@ -507,11 +514,10 @@ def plan_batches(docs: Sequence[PlannedDocument], batch_pages: int) -> list[list
             first += take
             room -= take
             if room == 0:
-                batches.append(current)
+                yield current
                 current, room = [], batch_pages
     if current:
-        batches.append(current)
-    return batches
+        yield current
 
 
 def chunks(items: Sequence[ObjectInfo], size: int) -> Iterable[list[ObjectInfo]]:

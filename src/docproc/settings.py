@@ -149,6 +149,15 @@ class Settings(BaseSettings):
     dask_adapt_max: Annotated[int | None, LOCAL] = Field(
         None, ge=1, description="With dask_cluster_class: adapt between 1 and this many workers."
     )
+    units_in_flight: Annotated[int | None, LOCAL] = Field(
+        None,
+        ge=1,
+        description=(
+            "Units of work (inspection chunks, page batches) a run keeps submitted to Dask at once;"
+            " the rest wait in the flow, so its memory does not grow with the document count."
+            " Default: 2 per thread of the cluster (re-read as it scales), at least 8."
+        ),
+    )
     compute_threads: Annotated[int | None, LOCAL] = Field(
         None, ge=1, description="Torch threads per worker process (default: cores / local workers)."
     )

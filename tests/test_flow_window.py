@@ -1,0 +1,144 @@
+"""The flow keeps a bounded window of units submitted to Dask, so its memory (and the in-process
+scheduler's) does not grow with the document count.
+
+The real ``process_documents`` flow runs on a real ``LocalCluster`` (one worker, one thread)
+through ``dask_address``; a scheduler plugin counts the run's units that have reached the
+scheduler and not finished yet. A gate page (``tests.fault_engines``) holds the only thread
+while the window fills, so the count reaching the window does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed import LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+from PIL import Image
+
+from docproc.models import RunReport
+from docproc.report import report_prefix
+from docproc.settings import Settings
+from flows.process import (
+    MIN_UNITS_IN_FLIGHT,
+    UNITS_PER_THREAD,
+    build_task_runner,
+    process_documents,
+    units_in_flight,
+)
+from tests.fault_engines import GATE_ENV, GATE_SIZE, Gate
+from tests.fixtures.prefect_server import PrefectServer
+
+FAULT_ENGINE = "tests.fault_engines:FaultEngine"
+WINDOW = 3
+PAGES = 24  # one page per document and per batch: 24 batch units, 8 times the window
+WAIT_SECONDS = 300.0
+UNFINISHED = {"waiting", "queued", "processing", "no-worker"}
+
+
+class InFlight(SchedulerPlugin):
+    """How many docproc units are at the scheduler and not computed yet, now and at most."""
+
+    def __init__(self) -> None:
+        self.unfinished: set[str] = set()
+        self.arrived: set[str] = set()
+        self.most = 0
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        name = str(key)
+        if not name.startswith("docproc-"):
+            return
+        self.arrived.add(name)
+        if finish in UNFINISHED:
+            self.unfinished.add(name)
+        else:
+            self.unfinished.discard(name)
+        self.most = max(self.most, len(self.unfinished))
+
+
+@pytest.fixture
+def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
+    gate = Gate(tmp_path / "gate")
+    monkeypatch.setenv(GATE_ENV, str(gate.folder))  # inherited by the cluster's worker process
+    return gate
+
+
+@pytest.fixture
+def cluster(gate: Gate) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    try:
+        yield cluster
+    finally:
+        gate.open()  # a failed test must not leave the worker at the gate
+        cluster.close()
+
+
+def test_the_default_window_follows_the_cluster_threads() -> None:
+    assert units_in_flight(Settings(), 0) == MIN_UNITS_IN_FLIGHT  # an adaptive cluster, no worker yet
+    assert units_in_flight(Settings(), 64) == UNITS_PER_THREAD * 64
+    assert units_in_flight(Settings(units_in_flight=5), 64) == 5
+
+
+def test_a_run_longer_than_the_window_keeps_the_window_and_reports_every_document(
+    cluster: LocalCluster, gate: Gate, prefect_api: PrefectServer, tmp_path: Path
+) -> None:
+    counter = InFlight()
+    cluster.scheduler.add_plugin(counter, name="docproc-in-flight")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    # The gate page sorts first, so its batch is the first unit of the run: it holds the thread.
+    height, width = GATE_SIZE
+    Image.new("L", (width, height), 255).save(inbox / "a-gate.png")
+    for i in range(PAGES - 1):
+        Image.new("L", (700, 800 + i), 255).save(inbox / f"page-{i:02d}.png")
+    settings = Settings(
+        engine=FAULT_ENGINE,
+        dask_address=cluster.scheduler_address,
+        detect_orientation=False,
+        deskew=False,
+        batch_size=1,
+        units_in_flight=WINDOW,
+    )
+    out = tmp_path / "out"
+
+    def run() -> RunReport:
+        flow = process_documents.with_options(task_runner=build_task_runner(settings))
+        report: RunReport = flow(
+            source=str(inbox), destination=str(out), settings_overrides=settings.overrides()
+        )
+        return report
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(contextvars.copy_context().run, run)
+        gate.wait_entered(WAIT_SECONDS, alive=lambda: not running.done())
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(counter.unfinished) < WINDOW:  # the gate's batch and those queued behind it
+            assert not running.done(), "the run ended while the gate was closed"
+            assert time.monotonic() < deadline, f"{len(counter.unfinished)} units in flight, never {WINDOW}"
+            time.sleep(0.1)
+        gate.open()
+        report = running.result(WAIT_SECONDS)
+
+    batches = [k for k in counter.arrived if k.startswith("docproc-batch-")]
+    assert len(batches) == PAGES  # far more units than the window went through it
+    assert counter.most == WINDOW, counter.most
+    assert report.counts["processed"] == PAGES, report.counts
+    outcomes = [
+        json.loads(line)
+        for part in sorted((out / report_prefix(report.run_id) / "outcomes").iterdir())
+        for line in _lines(part)
+    ]
+    assert sorted(o["source"] for o in outcomes) == sorted(p.name for p in inbox.iterdir())
+    assert {o["status"] for o in outcomes} == {"processed"}
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
