@@ -582,7 +582,7 @@ def process_documents(
     progress: _Progress | None = None
     index = SourceIndex(dst, src.url)
     fingerprint = settings.fingerprint()
-    objects: list[ObjectInfo] = []
+    listed: list[str] | None = None  # the keys of a complete listing, for the index
     error: str | None = None
 
     def report_outcome(outcome: DocumentOutcome) -> None:
@@ -599,7 +599,9 @@ def process_documents(
         objects = _list_inputs(src, keys, excluded)
         logger.info("%d documents under %s", len(objects), src.url)
         progress = _Progress(len(objects))
+        listed = None if keys else [o.key for o in objects]
         todo = _unchanged_first(objects, index, dst, settings, report_outcome, logger)
+        del objects  # ``todo`` is drained as it is submitted
         leftovers = _leftover_parts(dst)
         context = FlowRunContext.get()
         if context is None or not isinstance(context.task_runner, DaskTaskRunner):
@@ -621,7 +623,7 @@ def process_documents(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        _save_index(index, objects if keys is None and error is None else None, dst, logger)
+        _save_index(index, listed if error is None else None, dst, logger)
         run_report = run_log.report(src.url, dst.url, started_at, datetime.now(UTC), settings, error)
         prefix = report.write_report(dst, run_report)
         location = dst.url.rstrip("/") + "/" + prefix
@@ -675,12 +677,12 @@ def _unchanged_first(
     return todo
 
 
-def _save_index(index: SourceIndex, listed: list[ObjectInfo] | None, dst: Storage, logger: Any) -> None:
+def _save_index(index: SourceIndex, listed: list[str] | None, dst: Storage, logger: Any) -> None:
     """Store what the run learned; ``listed`` (a complete listing) also drops gone objects.
     A failure here costs the next run some downloads, not this run its report."""
     try:
         index.save(
-            None if listed is None else (o.key for o in listed),
+            listed,
             _result_sizes(dst) if index.learned else None,
         )
     except DocprocError as exc:
@@ -697,11 +699,19 @@ def _process(
 ) -> None:
     """Inspect every object, then read the planned documents in page batches.
 
-    Units go to the dispatcher lazily, so besides the index the flow holds one small model per
-    document to process (duplicates and batch sizes need them all) and state only for the
-    documents in flight.
+    Units go to the dispatcher lazily, and ``objects`` (emptied here) and the planned documents
+    are dropped as they are submitted. Besides the index and the listed keys, the flow holds
+    one small model per document to process between the two stages (duplicates and the batch
+    size need them all), and state only for the documents in flight.
     """
-    dispatcher.feed(("inspect", list[Item](chunk)) for chunk in jobs.chunks(objects, INSPECT_CHUNK))
+    waiting = deque(objects)
+    objects.clear()
+
+    def inspections() -> Iterator[Unit]:
+        while waiting:
+            yield "inspect", [waiting.popleft() for _ in range(min(INSPECT_CHUNK, len(waiting)))]
+
+    dispatcher.feed(inspections())
     planned: list[PlannedDocument] = []
     decided = Counter[str]()
     for _, item, result in dispatcher:
