@@ -20,10 +20,10 @@ from docproc import ocr_languages, runtime
 from docproc.errors import ConfigurationError
 from docproc.models import DocumentResult
 from docproc.ocr import get_engine
+from docproc.ocr.quality import cer
 from docproc.settings import Settings
 from docproc.storage import LocalStorage
 from tests.processing import process_one
-from tests.test_ocr import cer
 
 PAGES = {
     "de": (

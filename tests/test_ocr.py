@@ -29,34 +29,12 @@ from PIL import Image
 from docproc import imaging
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
+from docproc.ocr.quality import cer, edit_distance, normalize
 from docproc.ocr.tesseract_engine import TesseractEngine
 from docproc.settings import Settings
 from tests.documents import MULTILINGUAL_LINES, multilingual_pdf
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _normalize(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance, one row at a time."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
-
-
-def cer(found: str, reference: str) -> float:
-    """Character error rate with whitespace collapsed, as the corpus README measures it."""
-    reference = _normalize(reference)
-    return edit_distance(_normalize(found), reference) / len(reference)
 
 
 def words(text: str) -> Counter[str]:
@@ -128,7 +106,7 @@ def _check_two_columns(engine: OcrEngine, settings: Settings, corpus: Path) -> N
     recall = sum((reference & found).values()) / sum(reference.values())
     assert recall >= 0.95, f"found {recall:.1%} of the reference words"
 
-    text = _normalize(page.text)
+    text = normalize(page.text)
 
     def at(phrase: str) -> int:
         position = text.find(phrase)
@@ -568,7 +546,6 @@ def test_engines_use_the_workers_share_of_the_cores(easyocr_engine: OcrEngine) -
 
 
 def test_words_in_order_counts_order() -> None:
-    from docproc.ocr.quality import cer as core_cer
     from docproc.ocr.quality import words_in_order
 
     reference = "the left column then the right column"
@@ -576,4 +553,4 @@ def test_words_in_order_counts_order() -> None:
     # Columns interleaved: the words are all there, but not in reading order.
     assert words_in_order("the right column the left column then", reference) < 0.8
     assert words_in_order("", reference) == 0.0
-    assert core_cer("The quack fox", "The quick fox") == pytest.approx(1 / 13)
+    assert cer("The quack fox", "The quick fox") == pytest.approx(1 / 13)
