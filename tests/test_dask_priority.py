@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from docproc.models import RunReport
 from docproc.queues import Priority, queue_for
 from docproc.settings import Settings
 from flows.process import build_task_runner, process_documents, units_in_flight
-from tests.fault_engines import GATE_ENV, GATE_SIZE, Gate
+from tests.fault_engines import GATE_SIZE, Gate
 from tests.fixtures.prefect_server import PrefectServer
 
 FAULT_ENGINE = "tests.fault_engines:FaultEngine"
@@ -92,33 +91,14 @@ def _wait(condition: Any, what: str, *running: Future[RunReport]) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
-    gate = Gate(tmp_path / "gate")
-    monkeypatch.setenv(GATE_ENV, str(gate.folder))  # inherited by the cluster's worker process
-    return gate
-
-
-@pytest.fixture
-def shared_cluster(gate: Gate) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    )
-    try:
-        yield cluster
-    finally:
-        gate.open()  # a failed test must not leave the worker at the gate
-        cluster.close()
-
-
 def test_critical_run_overtakes_the_queued_batches_of_a_bulk_run(
-    shared_cluster: LocalCluster, gate: Gate, prefect_api: PrefectServer, tmp_path: Path
+    gated_cluster: LocalCluster, gate: Gate, prefect_api: PrefectServer, tmp_path: Path
 ) -> None:
     timeline = Timeline()
-    shared_cluster.scheduler.add_plugin(timeline, name="docproc-timeline")
+    gated_cluster.scheduler.add_plugin(timeline, name="docproc-timeline")
     settings = Settings(
         engine=FAULT_ENGINE,
-        dask_address=shared_cluster.scheduler_address,
+        dask_address=gated_cluster.scheduler_address,
         detect_orientation=False,
         deskew=False,
         batch_size=1,

@@ -12,12 +12,10 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 from PIL import Image
@@ -32,7 +30,7 @@ from flows.process import (
     process_documents,
     units_in_flight,
 )
-from tests.fault_engines import GATE_ENV, GATE_SIZE, Gate
+from tests.fault_engines import GATE_SIZE, Gate
 from tests.fixtures.prefect_server import PrefectServer
 
 FAULT_ENGINE = "tests.fault_engines:FaultEngine"
@@ -62,25 +60,6 @@ class InFlight(SchedulerPlugin):
         self.most = max(self.most, len(self.unfinished))
 
 
-@pytest.fixture
-def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
-    gate = Gate(tmp_path / "gate")
-    monkeypatch.setenv(GATE_ENV, str(gate.folder))  # inherited by the cluster's worker process
-    return gate
-
-
-@pytest.fixture
-def cluster(gate: Gate) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    )
-    try:
-        yield cluster
-    finally:
-        gate.open()  # a failed test must not leave the worker at the gate
-        cluster.close()
-
-
 def test_the_default_window_follows_the_cluster_threads() -> None:
     assert units_in_flight(Settings(), 0) == MIN_UNITS_IN_FLIGHT  # an adaptive cluster, no worker yet
     assert units_in_flight(Settings(), 64) == UNITS_PER_THREAD * 64
@@ -88,10 +67,10 @@ def test_the_default_window_follows_the_cluster_threads() -> None:
 
 
 def test_a_run_longer_than_the_window_keeps_the_window_and_reports_every_document(
-    cluster: LocalCluster, gate: Gate, prefect_api: PrefectServer, tmp_path: Path
+    gated_cluster: LocalCluster, gate: Gate, prefect_api: PrefectServer, tmp_path: Path
 ) -> None:
     counter = InFlight()
-    cluster.scheduler.add_plugin(counter, name="docproc-in-flight")
+    gated_cluster.scheduler.add_plugin(counter, name="docproc-in-flight")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     # The gate page sorts first, so its batch is the first unit of the run: it holds the thread.
@@ -101,7 +80,7 @@ def test_a_run_longer_than_the_window_keeps_the_window_and_reports_every_documen
         Image.new("L", (700, 800 + i), 255).save(inbox / f"page-{i:02d}.png")
     settings = Settings(
         engine=FAULT_ENGINE,
-        dask_address=cluster.scheduler_address,
+        dask_address=gated_cluster.scheduler_address,
         detect_orientation=False,
         deskew=False,
         batch_size=1,
