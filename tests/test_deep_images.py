@@ -42,12 +42,12 @@ def vm_size() -> int:
 cap = vm_size() + int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-settings = Settings(detect_orientation=False)  # the orientation vote needs an OCR engine
+settings = Settings(detect_orientation=False)
 path = Path(sys.argv[1])
 info = loader.inspect(path, settings)
 [page] = loader.iter_pages(path, info.media_type, settings)
 mode = page.image.mode
-prepared = imaging.prepare_page(page.image, settings, engine=None)
+prepared = imaging.prepare_page(page.image, settings)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({
     "mode": mode,

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from docproc import imaging
-from docproc.ocr.base import OcrEngine, OcrPage, Segment
+from docproc.ocr.base import Segment
 from docproc.ocr.layout import reading_order
 from docproc.settings import Settings
 
@@ -107,18 +107,6 @@ def test_to_gray8_applies_exif_orientation() -> None:
 # -- scaling
 
 
-class _UnusedEngine(OcrEngine):
-    """Scaling alone must never consult an engine; this one fails the test if it is asked."""
-
-    name = "unused"
-
-    def read(self, image: np.ndarray) -> OcrPage:
-        raise AssertionError("prepare_page read the page while only scaling it")
-
-    def flip_confidences(self, crop: np.ndarray) -> tuple[float, float] | None:
-        raise AssertionError("prepare_page ran the orientation test although it was disabled")
-
-
 @pytest.mark.parametrize(
     ("size", "expected_longer", "expected_scale"),
     [((640, 480), 1000, 1000 / 640), ((2550, 3300), 2600, 2600 / 3300), ((1200, 1500), 1500, 1.0)],
@@ -127,7 +115,7 @@ def test_prepare_page_scales_longer_side_into_range(
     size: tuple[int, int], expected_longer: int, expected_scale: float
 ) -> None:
     settings = Settings(ocr_min_side=1000, ocr_max_side=2600, detect_orientation=False, deskew=False)
-    prepared = imaging.prepare_page(Image.new("1", size, 1), settings, _UnusedEngine())
+    prepared = imaging.prepare_page(Image.new("1", size, 1), settings)
     assert prepared.image.dtype == np.uint8
     assert prepared.image.ndim == 2
     assert max(prepared.image.shape) == expected_longer

@@ -26,7 +26,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from docproc import imaging
+from docproc import imaging, pipeline
 from docproc.errors import ConfigurationError, OcrEngineError
 from docproc.ocr import OcrEngine, OcrPage, engine_key, get_engine
 from docproc.ocr.quality import cer, edit_distance, normalize
@@ -96,10 +96,10 @@ MULTILINGUAL_TEXT = "\n".join(MULTILINGUAL_LINES)
 def _check_two_columns(engine: OcrEngine, settings: Settings, corpus: Path) -> None:
     """linn.png: at least 95% of the reference words, title, left column, right column, footer."""
     with Image.open(corpus / "linn.png") as image:
-        prepared = imaging.prepare_page(image, settings, engine)
-    assert prepared.rotation == 0
-    page = engine.read(prepared.image)
-    _check_page(page, prepared.image)
+        read = pipeline.read_image(image, settings)
+    assert (read.engine, read.prepared.rotation) == (engine.name, 0)
+    page = read.ocr
+    _check_page(page, read.prepared.image)
 
     reference = words((corpus / "linn.txt").read_text(encoding="utf-8"))
     found = words(page.text)
@@ -194,11 +194,13 @@ def test_engine_rejects_pages_that_are_not_gray8(easyocr_engine: OcrEngine) -> N
 def test_easyocr_reads_phototest(
     easyocr_engine: OcrEngine, easyocr_settings: Settings, phototest: Image.Image, phototest_text: str
 ) -> None:
-    prepared = imaging.prepare_page(phototest, easyocr_settings, easyocr_engine)
-    assert prepared.rotation == 0  # already upright: no false positive
-    assert prepared.skew == 0.0
-    page = easyocr_engine.read(prepared.image)
-    _check_page(page, prepared.image)
+    timer = pipeline._Timer()
+    read = pipeline.read_image(phototest, easyocr_settings, timer)
+    assert read.prepared.rotation == 0  # already upright: no false positive
+    assert read.prepared.skew == 0.0
+    assert "orientation" not in timer.seconds  # read confidently: no orientation test
+    page = read.ocr
+    _check_page(page, read.prepared.image)
     assert cer(page.text, phototest_text) <= 0.02
     assert page.lines[0].text.startswith("This is a lot of 12 point text")
 
@@ -221,10 +223,12 @@ def test_easyocr_corrects_rotated_page(
 ) -> None:
     # PIL turns counter-clockwise; making the page upright again takes `turn` degrees clockwise.
     rotated = phototest.rotate(turn, expand=True)
-    prepared = imaging.prepare_page(rotated, easyocr_settings, easyocr_engine)
-    assert prepared.rotation == turn
-    page = easyocr_engine.read(prepared.image)
-    assert cer(page.text, phototest_text) <= 0.02
+    timer = pipeline._Timer()
+    read = pipeline.read_image(rotated, easyocr_settings, timer)
+    assert read.prepared.rotation == turn
+    assert cer(read.ocr.text, phototest_text) <= 0.02
+    # A quarter turn is found from the ink; only an upside-down reading asks the engine.
+    assert ("orientation" in timer.seconds) == (turn != 90)
 
 
 @pytest.mark.slow
@@ -234,11 +238,10 @@ def test_easyocr_deskews_page(
     skewed = imaging.to_gray8(phototest).rotate(
         4.0, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255
     )
-    prepared = imaging.prepare_page(skewed, easyocr_settings, easyocr_engine)
-    assert prepared.rotation == 0
-    assert prepared.skew == pytest.approx(4.0, abs=0.2)
-    page = easyocr_engine.read(prepared.image)
-    assert cer(page.text, phototest_text) <= 0.03
+    read = pipeline.read_image(skewed, easyocr_settings)
+    assert read.prepared.rotation == 0
+    assert read.prepared.skew == pytest.approx(4.0, abs=0.2)
+    assert cer(read.ocr.text, phototest_text) <= 0.03
 
 
 # -- tesseract
@@ -248,10 +251,10 @@ def test_easyocr_deskews_page(
 def test_tesseract_reads_phototest(
     tesseract_engine: OcrEngine, tesseract_settings: Settings, phototest: Image.Image, phototest_text: str
 ) -> None:
-    prepared = imaging.prepare_page(phototest, tesseract_settings, tesseract_engine)
-    assert prepared.rotation == 0
-    page = tesseract_engine.read(prepared.image)
-    _check_page(page, prepared.image)
+    read = pipeline.read_image(phototest, tesseract_settings)
+    assert read.prepared.rotation == 0
+    page = read.ocr
+    _check_page(page, read.prepared.image)
     assert cer(page.text, phototest_text) <= 0.02
 
 
@@ -259,9 +262,12 @@ def test_tesseract_reads_phototest(
 def test_tesseract_corrects_rotated_page(
     tesseract_engine: OcrEngine, tesseract_settings: Settings, phototest: Image.Image, phototest_text: str
 ) -> None:
-    prepared = imaging.prepare_page(phototest.rotate(270, expand=True), tesseract_settings, tesseract_engine)
-    assert prepared.rotation == 270
-    assert cer(tesseract_engine.read(prepared.image).text, phototest_text) <= 0.02
+    timer = pipeline._Timer()
+    read = pipeline.read_image(phototest.rotate(270, expand=True), tesseract_settings, timer)
+    # The ink says sideways, a quarter turn reads it upside down, tesseract's OSD turns it round.
+    assert read.prepared.rotation == 270
+    assert "orientation" in timer.seconds
+    assert cer(read.ocr.text, phototest_text) <= 0.02
 
 
 def test_tesseract_killed_mid_page_is_a_docproc_error(
@@ -390,11 +396,11 @@ def test_rapidocr_unknown_language() -> None:
 def test_rapidocr_reads_phototest(
     rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
 ) -> None:
-    prepared = imaging.prepare_page(phototest, rapidocr_settings, rapidocr_engine)
-    assert prepared.rotation == 0
-    assert prepared.skew == 0.0
-    page = rapidocr_engine.read(prepared.image)
-    _check_page(page, prepared.image)
+    read = pipeline.read_image(phototest, rapidocr_settings)
+    assert read.prepared.rotation == 0
+    assert read.prepared.skew == 0.0
+    page = read.ocr
+    _check_page(page, read.prepared.image)
     assert cer(page.text, phototest_text) == 0.0
     assert page.lines[0].text.startswith("This is a lot of 12 point text")
     assert set(page.timings) == {"detection", "recognition", "other"}
@@ -427,9 +433,9 @@ def test_rapidocr_reads_two_columns_in_order(
 def test_rapidocr_corrects_upside_down_page(
     rapidocr_engine: OcrEngine, rapidocr_settings: Settings, phototest: Image.Image, phototest_text: str
 ) -> None:
-    prepared = imaging.prepare_page(phototest.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
-    assert prepared.rotation == 180
-    assert cer(rapidocr_engine.read(prepared.image).text, phototest_text) == 0.0
+    read = pipeline.read_image(phototest.rotate(180, expand=True), rapidocr_settings)
+    assert read.prepared.rotation == 180
+    assert cer(read.ocr.text, phototest_text) == 0.0
 
 
 @pytest.mark.slow
@@ -446,10 +452,57 @@ def test_rapidocr_turns_a_page_of_close_lines(
         :1
     ]
     assert page.image is not None
-    upright = imaging.prepare_page(page.image, rapidocr_settings, rapidocr_engine)
-    turned = imaging.prepare_page(page.image.rotate(180, expand=True), rapidocr_settings, rapidocr_engine)
-    assert (upright.rotation, turned.rotation) == (0, 180)
-    assert "Chapter" in rapidocr_engine.read(turned.image).text
+    upright = pipeline.read_image(page.image, rapidocr_settings)
+    turned = pipeline.read_image(page.image.rotate(180, expand=True), rapidocr_settings)
+    assert (upright.prepared.rotation, turned.prepared.rotation) == (0, 180)
+    assert "Chapter" in turned.ocr.text
+    # The test itself, which the pipeline runs only on an unsure reading, still finds it turned.
+    assert imaging.upright_turn(upright.prepared.image, rapidocr_engine) == 0
+    assert imaging.upright_turn(imaging.rotate_quadrant(upright.prepared.image, 180), rapidocr_engine) == 180
+
+
+# -- orientation: asked only of a reading the engine is unsure of
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["easyocr", "tesseract", "rapidocr"])
+def test_engine_is_sure_of_upright_pages_only(
+    name: str,
+    request: pytest.FixtureRequest,
+    phototest: Image.Image,
+    corpus: Path,
+    multilingual_page: np.ndarray,
+) -> None:
+    """Each engine's ``upright_confidence``: the corpus pages read as they are pass it, the
+    same pages upside down do not (so the pipeline asks the orientation test for them)."""
+    from docproc import loader
+    from docproc.detect import sniff_file
+
+    engine: OcrEngine = request.getfixturevalue(f"{name}_engine")
+    settings: Settings = request.getfixturevalue(f"{name}_settings")
+    path = corpus / "c02-22.pdf"
+    [c02] = [p.image for p in loader.iter_pages(path, sniff_file(path), settings) if p.image is not None][:1]
+    assert c02 is not None
+    sources = {"phototest": phototest, "c02-22": c02, "multilingual": Image.fromarray(multilingual_page)}
+    for page, image in sources.items():
+        gray = imaging.prepare_page(image, settings).image
+        upright, turned = engine.read(gray), engine.read(imaging.rotate_quadrant(gray, 180))
+        assert engine.reads_upright(upright), f"{page}: upright read at {upright.mean_confidence}"
+        assert not engine.reads_upright(turned), f"{page}: upside down read at {turned.mean_confidence}"
+
+
+@pytest.mark.slow
+def test_unsure_reading_of_an_upright_page_stays_upright(
+    tesseract_engine: OcrEngine, tesseract_settings: Settings, corpus: Path
+) -> None:
+    """A photo of a sign reads below tesseract's upright confidence: the orientation test runs,
+    and the page stays as it is (a turned reading is kept only when it reads better)."""
+    timer = pipeline._Timer()
+    with Image.open(corpus / "baiona.png") as image:
+        read = pipeline.read_image(image, tesseract_settings, timer)
+    assert not tesseract_engine.reads_upright(read.ocr)
+    assert "orientation" in timer.seconds
+    assert read.prepared.rotation == 0
 
 
 # -- the default engine (easyocr's weights on OpenVINO) against easyocr on torch

@@ -1,8 +1,8 @@
 """Page images before OCR: 8-bit grayscale, a resolution the engine reads well, upright, straight.
 
 Engines only ever see what ``prepare_page`` returns: a uint8 HxW array, dark text on light.
-Orientation and skew are found cheaply from the ink itself (projection profiles over ink
-pixels); only the upright-or-upside-down question asks the engine, on a small crop.
+Sideways text and skew are found cheaply from the ink itself (projection profiles over ink
+pixels); only the upright-or-upside-down question asks the engine (``upright_turn``).
 """
 
 from __future__ import annotations
@@ -174,24 +174,33 @@ def scale_factor(width: int, height: int, min_side: int, max_side: int) -> float
     return 1.0
 
 
-def prepare_page(image: Image.Image, settings: Settings, engine: OcrEngine) -> PreparedPage:
-    """8-bit grayscale, scaled, upright and deskewed page for ``engine``."""
+def scaled_gray(image: Image.Image, settings: Settings) -> tuple[np.ndarray, float]:
+    """The page as 8-bit grayscale with its longer side in the OCR range, and the factor applied."""
     gray = to_gray8_array(image)
     scale = scale_factor(gray.shape[1], gray.shape[0], settings.ocr_min_side, settings.ocr_max_side)
-    if scale != 1.0:
-        gray = _resize(gray, scale)
+    return (_resize(gray, scale) if scale != 1.0 else gray), scale
 
-    rotation = 0
-    own: int | None = None
-    if settings.detect_orientation:
-        own = engine.detect_rotation(gray)
-        if own is not None:
-            rotation = own % 360
-        elif lines_run_vertically(gray):
-            # Text lines run top to bottom: a quarter turn makes them horizontal; whether it
-            # was the right quarter turn is settled by the upside-down test below.
-            rotation = 90
-        gray = rotate_quadrant(gray, rotation)
+
+def prepare_page(image: Image.Image, settings: Settings, rotation: int | None = None) -> PreparedPage:
+    """8-bit grayscale, scaled, turned and deskewed page (see ``straighten``)."""
+    gray, scale = scaled_gray(image, settings)
+    return straighten(gray, scale, settings, rotation)
+
+
+def straighten(
+    gray: np.ndarray, scale: float, settings: Settings, rotation: int | None = None
+) -> PreparedPage:
+    """``gray`` (a ``scaled_gray`` page) turned clockwise by ``rotation`` degrees, then deskewed.
+
+    Without ``rotation``, the page gets a quarter turn when its text lines run top to bottom
+    (with ``settings.detect_orientation``): cheap, from the ink alone. Upright or upside down
+    needs the engine's opinion, which costs a reading: ``upright_turn`` asks it, and only
+    ``pipeline`` decides when that is worth it.
+    """
+    if rotation is None:
+        rotation = 90 if settings.detect_orientation and lines_run_vertically(gray) else 0
+    rotation %= 360
+    gray = rotate_quadrant(gray, rotation)
     skew = 0.0
     if settings.deskew:
         skew = detect_skew(gray)
@@ -199,12 +208,18 @@ def prepare_page(image: Image.Image, settings: Settings, engine: OcrEngine) -> P
             gray = rotate_small(gray, skew)
         else:
             skew = 0.0
-    # Upright or upside down is asked last, of a straight page, where the engine reads best.
-    if settings.detect_orientation and own is None and is_upside_down(gray, engine):
-        rotation = (rotation + 180) % 360
-        gray = rotate_quadrant(gray, 180)
     log.debug("page prepared: scale %.3f, rotation %d, skew %.2f", scale, rotation, skew)
     return PreparedPage(image=np.ascontiguousarray(gray), rotation=rotation, skew=skew, scale=scale)
+
+
+def upright_turn(gray: np.ndarray, engine: OcrEngine) -> int:
+    """Clockwise degrees (0, 90, 180 or 270) that turn a prepared page upright, in the engine's
+    opinion: its own orientation detector where it has one (tesseract's OSD), else whether it
+    reads a crop of the page clearly better turned by 180 degrees."""
+    own = engine.detect_rotation(gray)
+    if own is not None:
+        return own % 360
+    return 180 if is_upside_down(gray, engine) else 0
 
 
 def _resize(gray: np.ndarray, factor: float) -> np.ndarray:
