@@ -293,11 +293,14 @@ def run_unit(
     memory = _memory_bound(settings)
     on_breach = functools.partial(_record_breach, dst, unit)
     results = []
-    for item in items:
-        label = _item_label(item)
-        seconds = settings.document_timeout_seconds + settings.page_timeout_seconds * _item_pages(item)
-        with isolation.bounded(label, seconds, memory, on_breach):
-            results.append(_with_retries(lambda: step(src, dst, item, settings), settings, label))  # noqa: B023
+    try:
+        for item in items:
+            label = _item_label(item)
+            seconds = settings.document_timeout_seconds + settings.page_timeout_seconds * _item_pages(item)
+            with isolation.bounded(label, seconds, memory, on_breach):
+                results.append(_with_retries(lambda: step(src, dst, item, settings), settings, label))  # noqa: B023
+    finally:
+        runtime.release_memory()  # once per unit: pages' arrays are freed, the next unit starts lean
     return results
 
 
