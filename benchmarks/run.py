@@ -13,14 +13,16 @@ columns, small print), each prepared as docproc prepares pages (8-bit, scaled to
    "stock easyocr" is easyocr 1.7.2 as its README uses it: ``Reader(...).readtext(image)``.
 2. Platform efficiency: `docproc run` (the whole pipeline: loading, orientation and skew
    detection, OCR, NLP, searchable PDF and Markdown, storage, Prefect and Dask) against the
-   same engine reading the same prepared pages in a process pool of as many processes on the
-   same cores, each with its share of the threads: the default engine on 1 and 2 workers,
-   rapidocr and tesseract (one OpenMP thread per process) on as many workers as cores. Each
-   engine gets enough copies of the five pages (PNG files differing only in a metadata chunk,
-   so docproc does not skip them as duplicates) for about ``--seconds`` of its work, so a
-   run's start-up does not decide its pages/s. Pages per second (the run's flow against the
-   warm pool; the pool's figure with its process start-up and engine load is printed too),
-   CPU seconds of each side, and where a run's worker time went (docproc's stage timings).
+   same engine in a process pool of as many processes on the same cores, each with its share
+   of the threads, each opening the same PNG files and reading them: the default engine on 1
+   and 2 workers, rapidocr and tesseract (one OpenMP thread per process) on as many workers
+   as cores. Each engine gets enough copies of the five pages (files differing only in a
+   metadata chunk, so docproc does not skip them as duplicates) for about ``--seconds`` of
+   its work. The ratio is of paces once going: the run's pages finished between its first
+   and last result against the warm pool (every process has its engine). Also printed: the
+   flow's pages/s against the warm pool (the cluster's start inside the flow counts), the
+   whole command's against the pool's from nothing (process start and engine load counted
+   on both sides), CPU seconds of each side, and where a run's worker time went.
 
 The machine may be shared: CPU seconds and ratios measured side by side are the figures to trust.
 """
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +172,6 @@ def engines_table(images: dict[str, np.ndarray], threads: int) -> dict[str, Any]
 
 
 _pool_engine: Any = None
-_NO_PREPARATION = {"DOCPROC_DETECT_ORIENTATION": "false", "DOCPROC_DESKEW": "false"}
 
 
 def _pool_init(engine: str, threads: int) -> None:
@@ -179,14 +181,17 @@ def _pool_init(engine: str, threads: int) -> None:
     _pool_engine = get_engine(settings)
 
 
-def _pool_read(image: np.ndarray) -> int:
-    return len(_pool_engine.read(image).lines)
+def _pool_read(path: Path) -> int:
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("L"))
+    return len(_pool_engine.read(gray).lines)
 
 
-def raw_pool(images: list[np.ndarray], engine: str, workers: int) -> dict[str, float]:
-    """The bare engine in ``workers`` spawned processes sharing the cores: pages per second
-    once every process has its engine (warm), pages per second from nothing (process start and
-    engine load included, like a run), and the CPU seconds of the whole pool."""
+def raw_pool(paths: list[Path], engine: str, workers: int) -> dict[str, float]:
+    """The bare engine in ``workers`` spawned processes sharing the cores, each opening the
+    page files itself (as a script of its own would): pages per second once every process has
+    its engine (warm), pages per second from nothing (process start and engine load included,
+    like a run), and the CPU seconds of the whole pool."""
     threads = max(1, runtime.available_cores() // workers)
     started_cpu, started_cold = cpu_seconds(), time.perf_counter()
     # spawn, not fork: a forked child can inherit a lock some library thread of this process
@@ -195,21 +200,21 @@ def raw_pool(images: list[np.ndarray], engine: str, workers: int) -> dict[str, f
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_pool_init, initargs=(engine, threads)
     ) as pool:
-        warm = min(images, key=lambda image: image.size)
+        warm = min(paths, key=lambda path: path.stat().st_size)
         list(pool.map(_pool_read, [warm] * workers))  # engines built in every process
         started = time.perf_counter()
-        list(pool.map(_pool_read, images, chunksize=1))
+        list(pool.map(_pool_read, paths, chunksize=1))
         finished = time.perf_counter()
     return {
-        "pages_per_s": len(images) / (finished - started),
-        "pages_per_s_cold": len(images) / (finished - started_cold),
+        "pages_per_s": len(paths) / (finished - started),
+        "pages_per_s_cold": len(paths) / (finished - started_cold),
         "cpu_s": cpu_seconds() - started_cpu,
     }
 
 
-def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path, list[np.ndarray]]:
+def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path, list[Path]]:
     """A folder of ``copies`` x the pages as PNG files that differ only in a text chunk (so
-    docproc's content addressing does not skip them), and the same pages in the same order."""
+    docproc's content addressing does not skip them), and the files in the order written."""
     from PIL.PngImagePlugin import PngInfo
 
     inbox = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
@@ -218,17 +223,25 @@ def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path,
         info = PngInfo()
         info.add_text("benchmark-copy", str(copy))
         for name, image in images.items():
-            Image.fromarray(image).save(inbox / f"{name}-{copy:03d}.png", pnginfo=info)
-            order.append(image)
+            path = inbox / f"{name}-{copy:03d}.png"
+            Image.fromarray(image).save(path, pnginfo=info)
+            order.append(path)
     return inbox, order
 
 
-def docproc_run(
-    inbox: Path, engine: str, workers: int, env: dict[str, str] | None = None
-) -> tuple[RunReport, float, dict[str, float]]:
-    """The run's report, the CPU seconds of the whole command (API, cluster, workers) and the
-    worker seconds per stage summed over the results."""
-    started_cpu = cpu_seconds()
+@dataclass(frozen=True)
+class Run:
+    """One `docproc run` as the benchmark sees it."""
+
+    report: RunReport
+    command_seconds: float  # the whole command: imports, Prefect API, cluster, flow, exit
+    cpu_seconds: float  # of the whole command (API, cluster, workers)
+    steady_pages_per_s: float  # pages finished between the first and the last result
+    stages: dict[str, float]  # worker seconds per stage, summed over the results
+
+
+def docproc_run(inbox: Path, engine: str, workers: int) -> Run:
+    started_cpu, started = cpu_seconds(), time.perf_counter()
     out = Path(tempfile.mkdtemp(prefix=f"bench-w{workers}-"))
     subprocess.run(
         [
@@ -237,18 +250,23 @@ def docproc_run(
         ],
         check=True,
         stdout=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
     )
+    command = time.perf_counter() - started
     [report_path] = out.glob("runs/*/report.json")
     report = RunReport.model_validate_json(report_path.read_text())
     stages: dict[str, float] = {}
-    for outcome in report.documents:
-        if outcome.result_key:
-            result = DocumentResult.model_validate_json((out / outcome.result_key).read_bytes())
-            for stage, seconds in result.timings.items():
-                stages[stage] = stages.get(stage, 0.0) + seconds
+    finished: list[tuple[float, int]] = []
+    for path in out.glob("results/**/*.json"):
+        result = DocumentResult.model_validate_json(path.read_bytes())
+        finished.append((result.processed_at.timestamp(), len(result.pages)))
+        for stage, seconds in result.timings.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
     shutil.rmtree(out)
-    return report, cpu_seconds() - started_cpu, stages
+    finished.sort()
+    # The pages finished after the first result, over the time they took: the run's pace once
+    # it is going, without its start-up (the warm pool's figure leaves its own out too).
+    steady = sum(pages for _, pages in finished[1:]) / (finished[-1][0] - finished[0][0])
+    return Run(report, command, cpu_seconds() - started_cpu, steady, stages)
 
 
 def platform_runs(
@@ -256,17 +274,17 @@ def platform_runs(
 ) -> dict[str, Any]:
     cores = runtime.available_cores()
     plan = [("easyocr", 1), ("easyocr", 2), ("rapidocr", cores), ("tesseract", cores)]
-    # --without-preparation: each run again without orientation and skew detection, to tell
-    # the platform's own cost from the preparation's (doubles the runs' time).
-    prepare_off = "--without-preparation" in sys.argv
     if "--torch-run" in sys.argv:
         plan.append(("easyocr-torch", cores))
+    if "--plan" in sys.argv:  # e.g. --plan tesseract:2,rapidocr:2
+        chosen = sys.argv[sys.argv.index("--plan") + 1].split(",")
+        plan = [(name, int(count)) for name, count in (item.split(":") for item in chosen)]
     print(
-        "\n| engine | workers | pages | `docproc run` pages/s (flow) | raw pool pages/s (warm) | ratio "
-        "| without orientation/deskew: pages/s, ratio | raw pool pages/s (cold) "
-        "| `docproc run` CPU s (command) | raw pool CPU s | load avg |"
+        "\n| engine | workers | pages | `docproc run` pages/s, steady | raw pool pages/s, warm | **ratio** "
+        "| `docproc run` pages/s, flow | ratio | `docproc run` pages/s, whole command "
+        "| raw pool pages/s, cold | ratio | CPU s, `docproc run` | CPU s, raw pool | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     figures: dict[str, Any] = {}
     for engine, workers in plan:
         # Enough copies of the five pages for about `seconds` of this engine's work on the cores.
@@ -275,42 +293,39 @@ def platform_runs(
         inbox, order = inbox_with_copies(images, copies)
         load_before = os.getloadavg()[0]
         raw = raw_pool(order, engine, workers)
-        report, run_cpu, stages = docproc_run(inbox, engine, workers)
-        # The same run without orientation and skew detection: the engine's reading plus
-        # only what the platform adds (loading, NLP, outputs, storage, Prefect and Dask).
-        bare = docproc_run(inbox, engine, workers, _NO_PREPARATION)[0] if prepare_off else None
+        run = docproc_run(inbox, engine, workers)
         shutil.rmtree(inbox)
         load = (load_before + os.getloadavg()[0]) / 2
-        ratio = report.pages_per_second / raw["pages_per_s"]
+        report, stages = run.report, dict(run.stages)
+        whole = report.pages / run.command_seconds
         total = stages.pop("total", sum(stages.values()))
-        figures[f"{engine}_{workers}_workers"] = {
+        row = {
             "pages": report.pages,
-            "docproc_pages_per_s": report.pages_per_second,
+            "docproc_steady_pages_per_s": round(run.steady_pages_per_s, 4),
             "raw_pool_pages_per_s": round(raw["pages_per_s"], 4),
+            "ratio": round(run.steady_pages_per_s / raw["pages_per_s"], 3),
+            "docproc_flow_pages_per_s": report.pages_per_second,
+            "flow_ratio": round(report.pages_per_second / raw["pages_per_s"], 3),
+            "docproc_command_pages_per_s": round(whole, 4),
             "raw_pool_pages_per_s_cold": round(raw["pages_per_s_cold"], 4),
-            "ratio": round(ratio, 3),
-            "ratio_vs_cold_pool": round(report.pages_per_second / raw["pages_per_s_cold"], 3),
-            "no_orientation_deskew_pages_per_s": bare.pages_per_second if bare else None,
-            "no_orientation_deskew_ratio": round(bare.pages_per_second / raw["pages_per_s"], 3)
-            if bare
-            else None,
+            "command_ratio_vs_cold_pool": round(whole / raw["pages_per_s_cold"], 3),
             "flow_wall_s": report.wall_seconds,
-            "docproc_cpu_s": round(run_cpu, 1),
+            "command_wall_s": round(run.command_seconds, 1),
+            "docproc_cpu_s": round(run.cpu_seconds, 1),
             "raw_pool_cpu_s": round(raw["cpu_s"], 1),
             "stage_share": {k: round(v / total, 3) for k, v in sorted(stages.items())} if total else {},
             "load_average_1min": round(load, 2),
         }
-        without = (
-            f"{bare.pages_per_second:.3f}, {bare.pages_per_second / raw['pages_per_s']:.2f}" if bare else "-"
-        )
+        figures[f"{engine}_{workers}_workers"] = row
         print(
-            f"| {engine} | {workers} | {report.pages} | {report.pages_per_second:.3f} | "
-            f"{raw['pages_per_s']:.3f} | {ratio:.2f} | {without} | "
-            f"{raw['pages_per_s_cold']:.3f} | {run_cpu:.0f} | "
-            f"{raw['cpu_s']:.0f} | {load:.1f} |",
+            f"| {engine} | {workers} | {report.pages} | {row['docproc_steady_pages_per_s']:.3f} | "
+            f"{row['raw_pool_pages_per_s']:.3f} | **{row['ratio']:.2f}** | "
+            f"{report.pages_per_second:.3f} | {row['flow_ratio']:.2f} | {whole:.3f} | "
+            f"{row['raw_pool_pages_per_s_cold']:.3f} | {row['command_ratio_vs_cold_pool']:.2f} | "
+            f"{run.cpu_seconds:.0f} | {raw['cpu_s']:.0f} | {load:.1f} |",
             flush=True,
         )
-        shares = figures[f"{engine}_{workers}_workers"]["stage_share"]
+        shares = row["stage_share"]
         print("    worker time: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
     return figures
 
