@@ -355,6 +355,7 @@ class _Dispatcher:
     source_units: Iterator[Unit] = field(default_factory=lambda: iter(()))
     submitted: int = 0
     window: int = field(init=False)
+    threads: int = field(init=False, default=0)  # the cluster's, when last read
     _window_read: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
@@ -363,16 +364,12 @@ class _Dispatcher:
         self._read_window()
 
     def _read_window(self) -> None:
-        if self.settings.units_in_flight is not None:
-            self.window = self.settings.units_in_flight
-            self._window_read = math.inf
-            return
         now = time.monotonic()
         if now - self._window_read < THREADS_REFRESH_SECONDS:
             return
         self._window_read = now
-        threads = sum(self.client.nthreads().values())
-        self.window = units_in_flight(self.settings, threads)
+        self.threads = sum(self.client.nthreads().values())
+        self.window = units_in_flight(self.settings, self.threads)
 
     def feed(self, units: Iterable[Unit]) -> None:
         """The units of a stage, taken lazily as room opens up (after any in the backlog)."""
@@ -733,12 +730,11 @@ def _process(
     for outcome in duplicates:
         record(outcome)
     pages = sum(max(d.pages, 1) for d in planned)
-    per_batch = jobs.batch_pages(pages, settings.batch_size, settings.workers)
     logger.info(
-        "%d to process (%d pages) in %d batches; %d skipped, %d quarantined",
+        "%d to process (%d pages) in batches of up to %d pages; %d skipped, %d quarantined",
         len(planned),
         pages,
-        math.ceil(pages / per_batch),
+        settings.batch_size,
         decided["skipped"],
         decided["quarantined"],
     )
@@ -751,7 +747,9 @@ def _process(
         waiting = deque(planned)
         planned.clear()
         docs = (waiting.popleft() for _ in range(len(waiting)))
-        for batch in jobs.iter_batches(docs, per_batch):
+        # Read when the first batch is wanted: the workers that joined during inspection.
+        threads = dispatcher.threads or settings.workers * settings.threads_per_worker
+        for batch in jobs.iter_batches(docs, settings.batch_size, total_pages=pages, threads=threads):
             for piece in batch:
                 if not piece.whole:
                     counting[piece.doc.id] += 1

@@ -47,7 +47,7 @@ def inbox(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     rotated(corpus / "phototest.tif", folder / "rotated-90.png", 90)
     text_pdf(folder / "memo.pdf", ["Quarterly report", "Revenue grew by 12 percent in Q3 2024."])
     (folder / "letter.txt").write_text(LETTER, encoding="utf-8")
-    # 3 pages: with 7 pages over 2 workers, batches hold 4 pages and this document is split.
+    # 3 pages: 7 pages over 2 workers go in batches of at most 2 pages, so this one is split.
     pages_pdf(folder / "report.pdf", [f"Annual report 2023, section {n}." for n in (1, 2, 3)])
     shutil.copy(corpus / "invalid.pdf", folder / "invalid.pdf")
     text_pdf(folder / "locked.pdf", ["Salary statement"], password="hunter2")

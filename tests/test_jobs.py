@@ -36,12 +36,21 @@ def test_batches_fill_pages_in_order_splitting_long_documents() -> None:
     assert [s.whole for b in batches for s in b] == [True, True, False, False, False, True, True]
 
 
-@pytest.mark.parametrize(
-    ("total", "size", "workers", "expected"),
-    [(100, 8, 2, 8), (6, 8, 2, 3), (1, 8, 4, 1), (0, 8, 2, 1), (9, 8, 1, 8)],
-)
-def test_batch_pages_keeps_every_worker_busy(total: int, size: int, workers: int, expected: int) -> None:
-    assert jobs.batch_pages(total, size, workers) == expected
+def test_batches_shrink_towards_the_end_of_a_run() -> None:
+    docs = [_doc(f"d{i:02d}", 1) for i in range(25)]
+    sizes = [len(b) for b in jobs.plan_batches(docs, 8, total_pages=25, threads=2)]
+    # A quarter of the pages left each time (2 threads): no full batch of 8 ends the run.
+    assert sizes == [7, 5, 4, 3, 2, 1, 1, 1, 1]
+    many = [_doc(f"m{i:04d}", 3) for i in range(400)]
+    batches = jobs.plan_batches(many, 8, total_pages=1200, threads=2)
+    pages = [sum(s.last - s.first + 1 for s in b) for b in batches]
+    assert sum(pages) == 1200
+    assert pages[: len(pages) - 12] == [8] * (len(pages) - 12)  # full batches until the tail
+    assert pages[-1] == 1
+    # Every page of every document once, in order.
+    assert [(s.doc.source, n) for b in batches for s in b for n in range(s.first, s.last + 1)] == [
+        (d.source, n) for d in many for n in range(1, 4)
+    ]
 
 
 def test_result_key_changes_with_settings_that_change_results() -> None:
