@@ -49,6 +49,7 @@ _ASCENT = 800
 _DESCENT = -200
 # Lines narrower than this (points) or with nothing to say are not drawn.
 _MIN_SIDE_POINTS = 0.5
+_ORIENTATION_TAG = 0x0112  # EXIF
 
 SUPPORTED_TYPES = frozenset({detect.PDF, *detect.IMAGE_TYPES})
 
@@ -107,10 +108,18 @@ def _displayed_size(page: pikepdf.Page) -> tuple[float, float]:
 
 def _image_pdf(source: Path) -> tuple[pikepdf.Pdf, list[tuple[int, int]]]:
     """The image as a PDF, one page per frame, and each frame's size as the loader saw it."""
+    sizes, turned = [], False
     with Image.open(source) as image:
-        sizes = [ImageOps.exif_transpose(frame).size for frame in ImageSequence.Iterator(image)]
+        for frame in ImageSequence.Iterator(image):
+            # A PNG's EXIF may follow its pixels, so asking decodes the frame: asked once here.
+            orientation = frame.getexif().get(_ORIENTATION_TAG, 1)
+            turned = turned or orientation not in (0, 1)
+            # Orientations 5 to 8 turn the image by a quarter: the loader saw it on its side.
+            sizes.append(frame.size[::-1] if orientation in (5, 6, 7, 8) else frame.size)
+    # Upright frames need no EXIF from img2pdf, which would decode a PNG once more to find none.
+    rotation = img2pdf.Rotation.ifvalid if turned else img2pdf.Rotation.none
     try:
-        data = img2pdf.convert(str(source), rotation=img2pdf.Rotation.ifvalid)
+        data = img2pdf.convert(str(source), rotation=rotation)
     except (img2pdf.AlphaChannelError, img2pdf.ExifOrientationError, ValueError) as exc:
         # What img2pdf will not embed losslessly as it is (alpha, mirrored EXIF orientations)
         # is flattened the way the loader flattens it for OCR, and embedded as PNG.
