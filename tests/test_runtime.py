@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from distributed import Client, LocalCluster
@@ -102,3 +103,21 @@ def test_flow_process_does_not_import_the_models_libraries() -> None:
     probe = "import sys, flows.process; print(sorted({'spacy', 'torch', 'thinc'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def _samples_its_stack(dask_worker: Any) -> bool:
+    return "profile" in dask_worker.periodic_callbacks
+
+
+def test_local_cluster_workers_run_without_dasks_profiler() -> None:
+    """Dask's profiler samples each worker thread every 10 ms (measured: 1.5% of a core per
+    worker); the workers of docproc's local cluster, spawned by their nannies, go without it."""
+    from flows.process import build_task_runner
+
+    build_task_runner(Settings())  # the Dask configuration the flow's local cluster starts with
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        sampled = client.run(_samples_its_stack)
+    assert list(sampled.values()) == [False]
