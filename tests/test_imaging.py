@@ -166,6 +166,42 @@ def test_rotate_small_undoes_lean(phototest: Image.Image) -> None:
     assert straight[0, 0] == 255
 
 
+def _ink_mass(gray: np.ndarray) -> int:
+    return int((255 - gray.astype(np.int64)).sum())
+
+
+def test_deskewed_page_keeps_its_size_when_its_margins_hold_the_turn(linn: Image.Image) -> None:
+    # linn leaned by 3 degrees inside its own frame: the corners Pillow fills are paper, and so
+    # are the corners a turn back cuts, so the straightened page needs no bigger canvas.
+    gray = imaging.to_gray8(linn).rotate(3.0, resample=Image.Resampling.BICUBIC, fillcolor=255)
+    leaned = np.asarray(gray)
+    prepared = imaging.straighten(leaned, 1.0, Settings(detect_orientation=False))
+    assert prepared.skew == pytest.approx(3.0, abs=0.15)
+    grown = imaging.rotate_small(leaned, prepared.skew)
+    assert prepared.image.shape == leaned.shape
+    assert grown.shape[0] > leaned.shape[0]
+    assert grown.shape[1] > leaned.shape[1]
+    # Nothing but paper was cut: the ink is all there.
+    assert _ink_mass(prepared.image) == pytest.approx(_ink_mass(grown), rel=0.002)
+
+
+def test_deskewed_page_grows_as_far_as_its_ink_needs(phototest: Image.Image) -> None:
+    # The leaned text cut out tight: its corners touch the frame, so turning it back needs
+    # more room than the page has, and the canvas grows to keep every corner.
+    gray = imaging.to_gray8(phototest).rotate(
+        4.0, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255
+    )
+    ys, xs = np.nonzero(np.asarray(gray) < 128)
+    tight = np.ascontiguousarray(np.asarray(gray)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    prepared = imaging.straighten(tight, 1.0, Settings(detect_orientation=False))
+    assert prepared.skew == pytest.approx(4.0, abs=0.15)
+    grown = imaging.rotate_small(tight, prepared.skew)
+    height, width = prepared.image.shape
+    assert tight.shape[0] < height <= grown.shape[0]
+    assert tight.shape[1] < width <= grown.shape[1]
+    assert _ink_mass(prepared.image) == pytest.approx(_ink_mass(grown), rel=0.002)
+
+
 def test_blank_page_has_no_skew_or_orientation() -> None:
     blank = np.full((800, 600), 255, dtype=np.uint8)
     assert imaging.detect_skew(blank) == 0.0

@@ -3,8 +3,8 @@
 ``imaging.prepare_page`` scales a page, turns it by a quarter turn or more and straightens
 it before the engine reads it; the result's boxes are in that prepared page's pixels. Outputs
 that draw on the original page (the searchable PDF) need the inverse. The steps are
-deterministic given the source size, the settings and the rotation and skew the result
-records, so the inverse is rebuilt here rather than stored with every page.
+deterministic given the source size, the settings, and the rotation, skew and prepared size
+the result records, so the inverse is rebuilt here rather than stored with every page.
 
 Coordinates are continuous with the origin at the top-left corner, y pointing down. A
 180-degree turn and the deskew rotation (both about the page's centre) commute, so the order
@@ -51,8 +51,9 @@ def prepared_to_source(page: PageResult, source_size: tuple[int, int], settings:
         angle = math.radians(-page.skew)
         cos, sin = math.cos(angle), math.sin(angle)
         centre_x, centre_y = width2 / 2, height2 / 2
-        new_w = math.ceil(height2 * abs(sin) + width2 * abs(cos))
-        new_h = math.ceil(height2 * abs(cos) + width2 * abs(sin))
+        # The canvas the page was turned on: the prepared page's size (rotate_small grows it
+        # only as far as the page's ink needs).
+        new_w, new_h = page.width, page.height
         rotate = np.array(
             [
                 [cos, sin, (1 - cos) * centre_x - sin * centre_y + new_w / 2 - centre_x],
