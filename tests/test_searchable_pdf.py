@@ -12,6 +12,7 @@ import contextlib
 import io
 import math
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,8 +95,9 @@ def _inverse(forward: Callable[[Point], Point]) -> Callable[[Point], Point]:
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory, phototest: Image.Image) -> dict[str, Processed]:
-    """phototest upright, turned a quarter counter-clockwise and slanted by 4 degrees, and a PDF
-    whose first page is born-digital and whose second is the scan, through the pipeline."""
+    """phototest upright, turned a quarter counter-clockwise, slanted by 4 degrees and stored
+    turned with an EXIF orientation, and a PDF whose first page is born-digital and whose
+    second is the scan, through the pipeline."""
     folder = tmp_path_factory.mktemp("searchable")
     (folder / "in").mkdir()
     gray = phototest.convert("L")
@@ -104,6 +106,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory, phototest: Image.Image) -> d
     gray.rotate(SKEW_DEGREES, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC).save(
         folder / "in" / "slanted.png"
     )
+    _exif_turned_png(gray, folder / "in" / "exif.png")
     _mixed_pdf(folder / "in" / "mixed.pdf", gray)
     _turned_pdf(folder / "in" / "quarter.png", folder / "in" / "turned.pdf")
     return _run(folder, Settings(engine="tesseract", languages=("en",)))
@@ -119,6 +122,24 @@ def _mixed_pdf(path: Path, scan: Image.Image) -> None:
     scan.save(buffer, format="PNG")
     pdf.image(buffer, x=0, y=0, w=480, h=360)
     pdf.output(str(path))
+
+
+def _exif_turned_png(upright: Image.Image, path: Path) -> None:
+    """``upright`` stored turned a quarter counter-clockwise, with EXIF orientation 6 (turn it a
+    quarter clockwise to show it) in an eXIf chunk after the pixels, where PNG allows it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    upright.rotate(90, expand=True).save(buffer, format="PNG", exif=exif)
+    data, chunks, at = buffer.getvalue(), [], 8
+    while at < len(buffer.getvalue()):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append(data[at : at + 12 + length])
+        at += 12 + length
+    exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+    chunks.remove(exif_chunk)
+    chunks.insert(len(chunks) - 1, exif_chunk)  # just before IEND
+    path.write_bytes(data[:8] + b"".join(chunks))
 
 
 def _turned_pdf(sideways: Path, path: Path) -> None:
@@ -242,6 +263,27 @@ def test_quarter_turned_page_keeps_its_geometry(scans: dict[str, Processed]) -> 
     assert len(words) >= 50
     # Pillow turned the upright page counter-clockwise: (x, y) went to (y, 640 - x).
     _check_words_on_lines(words, scans["upright.png"].result, lambda p: (640 - p[1], p[0]), tolerance=3)
+
+
+def test_exif_oriented_png_shows_upright_with_its_words_on_their_lines(scans: dict[str, Processed]) -> None:
+    # Its EXIF sits after the pixels: the PDF must still find it, and turn the page to show it.
+    done = scans["exif.png"]
+    assert searchable_pdf._png_has_exif(done.source)
+    page = done.result.pages[0]
+    assert (page.rotation, page.width, page.height) == (0, 640, 480)
+    with pikepdf.open(done.pdf) as pdf:  # the stored pixels, shown turned a quarter clockwise
+        assert int(pdf.pages[0].get("/Rotate", 0)) % 360 == 90
+        box = pdf.pages[0].mediabox
+        assert float(box[2]) / float(box[3]) == pytest.approx(480 / 640)
+    # The words in the stored image's pixels (the page's user space, before /Rotate), which
+    # Pillow turned counter-clockwise: (x, y) of the upright page went to (y, 640 - x).
+    _, words = _pdf_words(done.pdf, 0, (480, 640), user_space=True)
+    assert len(words) >= 50
+    _check_words_on_lines(words, scans["upright.png"].result, lambda p: (640 - p[1], p[0]), tolerance=3)
+
+
+def test_png_without_exif_is_not_decoded_to_look_for_it(scans: dict[str, Processed]) -> None:
+    assert not searchable_pdf._png_has_exif(scans["upright.png"].source)
 
 
 def test_deskewed_page_maps_back_onto_the_slanted_original(scans: dict[str, Processed]) -> None:

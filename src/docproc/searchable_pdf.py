@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
 import zlib
 from collections.abc import Iterable
 from functools import lru_cache
@@ -50,6 +51,7 @@ _DESCENT = -200
 # Lines narrower than this (points) or with nothing to say are not drawn.
 _MIN_SIDE_POINTS = 0.5
 _ORIENTATION_TAG = 0x0112  # EXIF
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SUPPORTED_TYPES = frozenset({detect.PDF, *detect.IMAGE_TYPES})
 
@@ -110,9 +112,11 @@ def _image_pdf(source: Path) -> tuple[pikepdf.Pdf, list[tuple[int, int]]]:
     """The image as a PDF, one page per frame, and each frame's size as the loader saw it."""
     sizes, turned = [], False
     with Image.open(source) as image:
+        # A PNG's EXIF may follow its pixels, so asking for it decodes the frame (a tenth of a
+        # second on a 300-dpi page): a PNG without an eXIf chunk is not asked.
+        exif = image.format != "PNG" or "exif" in image.info or _png_has_exif(source)
         for frame in ImageSequence.Iterator(image):
-            # A PNG's EXIF may follow its pixels, so asking decodes the frame: asked once here.
-            orientation = frame.getexif().get(_ORIENTATION_TAG, 1)
+            orientation = frame.getexif().get(_ORIENTATION_TAG, 1) if exif else 1
             turned = turned or orientation not in (0, 1)
             # Orientations 5 to 8 turn the image by a quarter: the loader saw it on its side.
             sizes.append(frame.size[::-1] if orientation in (5, 6, 7, 8) else frame.size)
@@ -126,6 +130,20 @@ def _image_pdf(source: Path) -> tuple[pikepdf.Pdf, list[tuple[int, int]]]:
         log.debug("img2pdf cannot embed %s as is (%s); re-encoding", source.name, exc)
         data = img2pdf.convert(*_flattened_frames(source))
     return pikepdf.open(io.BytesIO(data)), sizes
+
+
+def _png_has_exif(path: Path) -> bool:
+    """Whether a PNG file holds an eXIf chunk, from its chunk headers alone (no pixels read)."""
+    with path.open("rb") as fh:
+        fh.seek(len(_PNG_SIGNATURE))
+        while len(header := fh.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                return True
+            if kind == b"IEND":
+                break
+            fh.seek(length + 4, io.SEEK_CUR)  # the chunk's data and its CRC
+    return False
 
 
 def _flattened_frames(source: Path) -> list[bytes]:
