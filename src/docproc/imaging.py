@@ -25,7 +25,11 @@ _WHITE = 255
 # The projection searches run on a copy of the page no longer than this: enough to resolve a
 # text line's x-height and 0.05 degrees of skew, cheap enough to run on every page.
 _ANALYSIS_SIDE = 1200
-_MAX_INK_POINTS = 150_000
+# A page's projections are scored on at most this many of its ink points, drawn at random: about
+# a hundred scores a page, each costing in proportion. Measured on the bench pages and linn and
+# phototest leaned by -2.5 to 7 degrees: 60,000 finds the angles 150,000 does (within 0.05
+# degrees) in 40% of the time; 25,000 starts to drift.
+_MAX_INK_POINTS = 60_000
 _MAX_SKEW = 10.0
 _COARSE_STEP = 0.5
 _FINE_STEP = 0.05
