@@ -105,13 +105,15 @@ def test_flow_process_does_not_import_the_models_libraries() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
-def _samples_its_stack(dask_worker: Any) -> bool:
-    return "profile" in dask_worker.periodic_callbacks
+def _timers(dask_worker: Any) -> dict[str, float]:
+    return {name: float(callback.callback_time) for name, callback in dask_worker.periodic_callbacks.items()}
 
 
-def test_local_cluster_workers_run_without_dasks_profiler() -> None:
+def test_local_cluster_servers_run_without_dasks_profiler_and_with_slower_housekeeping() -> None:
     """Dask's profiler samples each worker thread every 10 ms (measured: 1.5% of a core per
-    worker); the workers of docproc's local cluster, spawned by their nannies, go without it."""
+    worker); the workers of docproc's local cluster, spawned by their nannies, go without it.
+    Their event-loop ticks and memory and system polls, 5% of a core on an idle cluster, run
+    at a tenth, a fifth and a quarter of Dask's default rates, in the workers and the nannies."""
     from flows.process import build_task_runner
 
     build_task_runner(Settings())  # the Dask configuration the flow's local cluster starts with
@@ -119,5 +121,9 @@ def test_local_cluster_workers_run_without_dasks_profiler() -> None:
         LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        sampled = client.run(_samples_its_stack)
-    assert list(sampled.values()) == [False]
+        workers = list(client.run(_timers).values())
+        nannies = [_timers(nanny) for nanny in cluster.workers.values()]
+    assert len(workers) == len(nannies) == 1
+    assert "profile" not in workers[0]
+    for timers in (*workers, *nannies):
+        assert (timers["tick"], timers["memory_monitor"], timers["monitor"]) == (200, 500, 2000), timers
