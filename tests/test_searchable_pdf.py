@@ -132,7 +132,7 @@ def _exif_turned_png(upright: Image.Image, path: Path) -> None:
     buffer = io.BytesIO()
     upright.rotate(90, expand=True).save(buffer, format="PNG", exif=exif)
     data, chunks, at = buffer.getvalue(), [], 8
-    while at < len(buffer.getvalue()):
+    while at < len(data):
         (length,) = struct.unpack(">I", data[at : at + 4])
         chunks.append(data[at : at + 12 + length])
         at += 12 + length
@@ -282,7 +282,7 @@ def test_exif_oriented_png_shows_upright_with_its_words_on_their_lines(scans: di
     _check_words_on_lines(words, scans["upright.png"].result, lambda p: (640 - p[1], p[0]), tolerance=3)
 
 
-def test_png_without_exif_is_not_decoded_to_look_for_it(scans: dict[str, Processed]) -> None:
+def test_chunk_scan_finds_no_exif_in_a_png_without_it(scans: dict[str, Processed]) -> None:
     assert not searchable_pdf._png_has_exif(scans["upright.png"].source)
 
 

@@ -14,9 +14,10 @@ TIFF = "image/tiff"
 TEXT = "text/plain"
 
 IMAGE_TYPES = frozenset({PNG, JPEG, TIFF})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # a PNG file's first 8 bytes; its chunks follow
 _SNIFF_BYTES = 8192
 _MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", PNG),
+    (PNG_SIGNATURE, PNG),
     (b"\xff\xd8\xff", JPEG),
     (b"II*\x00", TIFF),
     (b"MM\x00*", TIFF),

@@ -51,7 +51,6 @@ _DESCENT = -200
 # Lines narrower than this (points) or with nothing to say are not drawn.
 _MIN_SIDE_POINTS = 0.5
 _ORIENTATION_TAG = 0x0112  # EXIF
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SUPPORTED_TYPES = frozenset({detect.PDF, *detect.IMAGE_TYPES})
 
@@ -135,7 +134,7 @@ def _image_pdf(source: Path) -> tuple[pikepdf.Pdf, list[tuple[int, int]]]:
 def _png_has_exif(path: Path) -> bool:
     """Whether a PNG file holds an eXIf chunk, from its chunk headers alone (no pixels read)."""
     with path.open("rb") as fh:
-        fh.seek(len(_PNG_SIGNATURE))
+        fh.seek(len(detect.PNG_SIGNATURE))
         while len(header := fh.read(8)) == 8:
             length, kind = struct.unpack(">I4s", header)
             if kind == b"eXIf":
