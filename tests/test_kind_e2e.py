@@ -73,6 +73,9 @@ IMAGE = f"{VALUES_KIND['image']['repository']}:{IMAGE_TAG}"
 EXPECTED = sorted(p.name for p in SAMPLES.iterdir() if p.name not in ("README.md", "invalid.pdf"))
 QUARANTINED = ["invalid.pdf"]
 RUN_TIMEOUT = 900.0
+# The HPA test's load: bulk runs of this many scans, two in flight, at most this many runs.
+HPA_RUN_PAGES = 24
+HPA_MAX_RUNS = 12
 T = TypeVar("T")
 
 
@@ -802,6 +805,98 @@ _ENFORCER = re.compile(r"kindnet|kube-network-policies|calico|cilium|antrea|kube
 # -- processing ----------------------------------------------------------------------------
 
 
+def test_dask_worker_hpa_scales_up_under_sustained_load(
+    kube: Kube,
+    release: HpaMonitor,
+    client_env: dict[str, str],
+    settings: Settings,
+    prefect: SyncPrefectClient,
+    tmp_path: Path,
+    timings: Timings,
+) -> None:
+    """Bulk runs kept going until the HPA asks for a second Dask worker, which then runs.
+
+    The module's other runs are short: how much of their CPU the 15 s metrics window catches depends
+    on the machine (a CI run saw 81-86% of the request against the 80% target, inside the HPA's 10%
+    tolerance, and never scaled). So this test comes first, on the fresh release's one worker, and
+    makes its own load: two runs in flight at all times (the worker never waits for a flow-run pod to
+    start) until the HPA asks, however fast the machine reads a page. The HPA reacts 30-50 s after
+    the load starts (metrics-server's 15 s resolution, the HPA's 15 s sync, a new pod's CPU counted
+    only after its readiness window), not in a number of pages. Once it asks, its 300 s scale-down
+    window keeps the second worker, so waiting for that one to be Ready holds after the runs end.
+    """
+    start = time.monotonic()
+    name = f"{RELEASE}-dask-worker"
+    runs: list[tuple[uuid.UUID, str, list[str]]] = []
+    finished: set[uuid.UUID] = set()
+
+    def submit_run() -> None:
+        i = len(runs)
+        folder = tmp_path / f"scans-{i}"
+        names = _distinct_pages(HPA_RUN_PAGES, folder, f"hpa {i}")
+        source = f"s3://{BUCKET}/{RUN_PREFIX}/hpa-{i}"
+        upload(folder, open_storage(source, settings))
+        out = f"s3://{BUCKET}/{RUN_PREFIX}/out-hpa-{i}"
+        runs.append((submit(client_env, source, "bulk", out), out, names))
+
+    def in_flight() -> int:
+        for run_id, _, _ in runs:
+            if run_id not in finished:
+                state = prefect.read_flow_run(run_id).state
+                if state is not None and state.is_final():
+                    finished.add(run_id)
+        return len(runs) - len(finished)
+
+    def desired() -> int:
+        return int(kube.get("hpa", name).get("status", {}).get("desiredReplicas", 0))
+
+    def diag() -> str:
+        return (
+            f"HPA samples (s, current, desired, cpu%): {release.samples[-30:]}\n"
+            + json.dumps(kube.get("hpa", name).get("status"), indent=1)
+            + "\n"
+            + kube.diagnostics("app.kubernetes.io/component=dask-worker")
+        )
+
+    asked: float | None = None
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        if desired() >= 2:
+            asked = time.monotonic() - start
+            break
+        busy = in_flight()
+        if busy < 2 and len(runs) < HPA_MAX_RUNS:
+            submit_run()
+            continue
+        if busy == 0:
+            break
+        time.sleep(5)
+    assert asked is not None, (
+        f"the Dask worker HPA never asked for a second worker over {len(runs)} runs of "
+        f"{HPA_RUN_PAGES} scans ({time.monotonic() - start:.0f} s)\n{diag()}"
+    )
+
+    def second_worker() -> int | None:
+        ready = [
+            pod
+            for pod in kube.pods("app.kubernetes.io/component=dask-worker")
+            if _pod_fine(pod) and pod["metadata"].get("deletionTimestamp") is None
+        ]
+        return len(ready) if len(ready) >= 2 else None
+
+    wait_for("a second Dask worker to be Ready", second_worker, timeout=300, interval=5, diagnostics=diag)
+    ready_at = time.monotonic() - start
+    for run_id, out, names in runs:
+        wait_run(prefect, kube, run_id)
+        check_results(open_storage(out, settings), names)
+    peak = max((int(s[3]) for s in release.samples if s[3].isdigit()), default=0)
+    timings.add(
+        f"HPA load: {len(runs)} runs x {HPA_RUN_PAGES} scans (2 asked at {asked:.0f}s, "
+        f"Ready at {ready_at:.0f}s, CPU peak {peak}%)",
+        start,
+    )
+
+
 def test_critical_and_bulk_runs_on_the_kubernetes_worker_and_dask(
     kube: Kube,
     release: HpaMonitor,
@@ -884,15 +979,18 @@ def test_an_inbox_upload_starts_a_run_through_the_bucket_notification(
     timings.add("event path (put under inbox/critical/ to completed run)", start)
 
 
-def _distinct_pages(count: int, folder: Path) -> list[str]:
-    """``count`` different scans (phototest.tif with a numbered mark): real OCR work, no duplicates."""
+def _distinct_pages(count: int, folder: Path, mark: str) -> list[str]:
+    """``count`` different scans (phototest.tif with a numbered mark): real OCR work, no duplicates.
+
+    ``mark`` keeps one test's scans apart from another's, so none is a re-run of a page already done.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     with Image.open(SAMPLES / "phototest.tif") as im:
         base = im.convert("L")
     names = []
     for i in range(count):
         page = base.copy()
-        ImageDraw.Draw(page).text((10, page.height - 20), f"{RUN_PREFIX} page {i}", fill=0)
+        ImageDraw.Draw(page).text((10, page.height - 20), f"{RUN_PREFIX} {mark} page {i}", fill=0)
         name = f"scan-{i:02d}.png"
         page.save(folder / name)
         names.append(name)
@@ -909,7 +1007,7 @@ def test_losing_a_dask_worker_mid_run_loses_and_duplicates_nothing(
     timings: Timings,
 ) -> None:
     start = time.monotonic()
-    names = _distinct_pages(12, tmp_path / "scans")
+    names = _distinct_pages(12, tmp_path / "scans", "fault")
     source = f"s3://{BUCKET}/{RUN_PREFIX}/fault"
     upload(tmp_path / "scans", open_storage(source, settings))
     out = f"s3://{BUCKET}/{RUN_PREFIX}/out-fault"
@@ -936,14 +1034,3 @@ def test_losing_a_dask_worker_mid_run_loses_and_duplicates_nothing(
     wait_run(prefect, kube, run_id)
     check_results(open_storage(out, settings), names)
     timings.add(f"fault run, 12 scans (worker killed at {killed_at:.0f}s)", start)
-
-
-def test_dask_worker_hpa_scaled_up_under_load(kube: Kube, release: HpaMonitor) -> None:
-    # The runs above kept the Dask workers busy; the monitor has polled the HPA all along.
-    samples = release.samples
-    hpa = kube.get("hpa", f"{RELEASE}-dask-worker")
-    assert release.max_desired() >= 2, (
-        f"the Dask worker HPA never asked for more than 1 replica; samples (s, current, desired, cpu%): "
-        f"{samples[-30:]}\n{json.dumps(hpa.get('status'), indent=1)}"
-    )
-    assert any(s[1] >= 2 for s in samples), f"no second replica ran: {samples[-30:]}"
