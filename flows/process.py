@@ -78,6 +78,23 @@ PROGRESS_SECONDS = 2.0  # the progress artifact is updated at most this often
 # A document whose attempts end their worker this many times is quarantined.
 MAX_WORKER_DEATHS = 2
 LOST_WORKER_TIMEOUT = "15 minutes"
+# Dask's profiler samples every worker thread each 10 ms: measured, 1.5% of a core per worker
+# (a worker process's own CPU with a task waiting in a C call: 3.0% with it, 1.6% without),
+# for stacks that all end in an engine's native call. The local cluster and the chart's Dask
+# pods (helm/docproc/values.yaml dask.config, the same settings) run without it.
+#
+# Every Dask server (the scheduler, each nanny and worker) also ticks its event loop 50 times
+# a second, polls its process's memory 10 times (nannies and workers) and its system figures
+# twice: on an idle 2-worker cluster 7.7% of a core in all (3.5% in the flow's process, 2.1%
+# in each worker), against 2.7% at 200 ms, 500 ms and 2 s. A unit of work takes seconds; a
+# stalled loop is still reported after the same 3 s, and each document attempt has its own
+# memory watchdog (docproc.isolation) besides the nanny's.
+DASK_SERVER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.worker.memory.monitor-interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 OUTPUT_PREFIXES = (
     "results/",
     "text/",
@@ -139,25 +156,12 @@ def build_task_runner(settings: Settings) -> Any:  # a DaskTaskRunner; prefect-d
     # A worker that dies is restarted by its nanny, but the cluster gives up on (and closes)
     # a nanny whose new worker has not joined within this timeout: 15 s by default, less than
     # a worker takes to start (and load its models) on a busy machine. Measured: after two
-    # crashes both workers were gone for good and the run hung.
-    #
-    # Dask's profiler samples every worker thread each 10 ms: measured, 1.5% of a core per worker
-    # (a worker process's own CPU with a task waiting in a C call: 3.0% with it, 1.6% without),
-    # for stacks that all end in an engine's native call. The local cluster runs without it.
-    #
-    # Every Dask server (the scheduler, each nanny and worker) also ticks its event loop 50 times
-    # a second, polls its process's memory 10 times (nannies and workers) and its system figures
-    # twice: on an idle 2-worker cluster 7.7% of a core in all (3.5% in the flow's process, 2.1%
-    # in each worker), against 2.7% at 200 ms, 500 ms and 2 s. A unit of work takes seconds; a
-    # stalled loop is still reported after the same 3 s, and each document attempt has its own
-    # memory watchdog (docproc.isolation) besides the nanny's.
+    # crashes both workers were gone for good and the run hung. DASK_SERVER_CONFIG: Dask's
+    # profiler off and slower housekeeping.
     dask.config.set(
         {
             "distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT,
-            "distributed.worker.profile.enabled": False,
-            "distributed.admin.tick.interval": "200ms",
-            "distributed.worker.memory.monitor-interval": "500ms",
-            "distributed.admin.system-monitor.interval": "2s",
+            **DASK_SERVER_CONFIG,
         }
     )
     return DaskTaskRunner(

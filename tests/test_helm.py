@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import pytest
 import yaml
 from prefect.client.orchestration import PrefectClient
@@ -28,6 +29,7 @@ from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from docproc.queues import QUEUES, WORK_POOL_NAME
 from docproc.settings import Settings
+from flows.process import DASK_SERVER_CONFIG
 from tests.fixtures.helm import CHART, KUBE_VERSIONS, Chart, HelmError, K8sTools, Manifest, k8s_errors
 
 VALUES_FILES: dict[str, tuple[str, ...]] = {
@@ -529,6 +531,68 @@ def test_dask_workers_scale_and_retire_gracefully(chart: Chart) -> None:
     assert pdb["maxUnavailable"] == v["podDisruptionBudget"]["maxUnavailable"]
     service = by_kind(objs, "Service")["docproc-dask-scheduler"]["spec"]
     assert {p["name"]: p["port"] for p in service["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
+
+
+def _dask_config_of(env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Dask configuration a process with this container env reads, by Dask's own parser."""
+    return dask.config.collect_env({e["name"]: e["value"] for e in env if "value" in e})
+
+
+def _dask_servers(objs: list[Manifest]) -> dict[str, list[dict[str, Any]]]:
+    """Env of every Dask server the rendered chart runs: its Dask containers, or the per-run
+    clusters' (operator mode: KubeCluster's env applies to their scheduler and workers)."""
+    envs = {
+        f"{o['metadata']['name']}/{c['name']}": c.get("env", [])
+        for o in objs
+        if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("docproc-dask-")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+    env = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    if "DOCPROC_DASK_CLUSTER_KWARGS" in env:
+        envs["operator cluster"] = json.loads(env["DOCPROC_DASK_CLUSTER_KWARGS"])["env"]
+    return envs
+
+
+@pytest.mark.parametrize("name", ["default", "production", "operator", "gpu"])
+def test_dask_servers_run_with_the_local_clusters_dask_config(chart: Chart, name: str) -> None:
+    """Dask's profiler off and slower housekeeping (flows/process.py DASK_SERVER_CONFIG) in every
+    Dask server the chart runs, as Dask itself reads its environment; never in a flow run."""
+    objs = chart.render(**{"dask.gpuWorker.enabled": True}) if name == "gpu" else render(chart, name)
+    servers = _dask_servers(objs)
+    expected = {
+        "default": {"docproc-dask-scheduler/scheduler", "docproc-dask-worker/worker"},
+        "production": {"docproc-dask-scheduler/scheduler", "docproc-dask-worker/worker"},
+        "operator": {"operator cluster"},
+        "gpu": {
+            "docproc-dask-scheduler/scheduler",
+            "docproc-dask-worker/worker",
+            "docproc-dask-gpu-worker/worker",
+        },
+    }[name]
+    assert set(servers) == expected
+    for server, env in servers.items():
+        config = _dask_config_of(env)
+        for key, value in DASK_SERVER_CONFIG.items():
+            assert dask.config.get(key, config=config) == value, (server, key, config)
+    flow_run = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    assert not any(k.startswith("DASK_") for k in flow_run), flow_run
+
+
+def test_dask_config_values_override_and_unset(chart: Chart) -> None:
+    """A dask.config key set to null keeps Dask's default; a new dotted key reaches the servers."""
+    objs = chart.render(
+        **{
+            "dask.config": {
+                "distributed.admin.tick.interval": None,
+                "distributed.scheduler.work-stealing": False,
+            }
+        }
+    )
+    for server, env in _dask_servers(objs).items():
+        config = _dask_config_of(env)
+        assert dask.config.get("distributed.admin.tick.interval", None, config=config) is None, server
+        assert dask.config.get("distributed.scheduler.work-stealing", config=config) is False, server
+        assert dask.config.get("distributed.worker.profile.enabled", config=config) is False, server
 
 
 def test_prefect_server_storage(chart: Chart) -> None:

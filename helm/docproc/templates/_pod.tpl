@@ -63,6 +63,22 @@ DOCPROC_DASK_CLUSTER_KWARGS: {{ include "docproc.kubeClusterKwargs" $root | quot
 {{- range $key, $value := $v.settings }}
 {{ printf "DOCPROC_%s" (upper $key) }}: {{ ternary (toJson $value) (toString $value) (or (kindIs "slice" $value) (kindIs "map" $value)) | quote }}
 {{- end }}
+{{- if not .flowRun }}
+{{- include "docproc.daskConfigEnv" $root }}
+{{- end }}
+{{- end -}}
+
+{{/*
+dask.config as environment variables of the Dask servers, a YAML map (name: value). Dask reads
+DASK_A__B_C=v as the key a.b-c (lower-cased, `__` nests, `_` and `-` are one) and the value
+through ast.literal_eval, then true/false/null: "false" is False, "200ms" a string.
+*/}}
+{{- define "docproc.daskConfigEnv" -}}
+{{- range $key, $value := .Values.dask.config }}
+{{- if not (kindIs "invalid" $value) }}
+{{ printf "DASK_%s" ($key | replace "." "__" | replace "-" "_" | upper) }}: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Secret docproc environment (EnvVar list with secretKeyRef): S3 credentials. */}}
