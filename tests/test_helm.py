@@ -518,6 +518,10 @@ def test_dask_workers_scale_and_retire_gracefully(chart: Chart) -> None:
     container = pod["containers"][0]
     assert container["args"][:3] == ["dask", "worker", "tcp://docproc-dask-scheduler:8786"]
     assert "docproc.dask_preload" in container["args"]
+    # Ready once the preload has loaded the models (tests/test_k8s.py runs the command): the HPA
+    # leaves a starting worker's CPU out of its average.
+    ready_file = container["args"][container["args"].index("--ready-file") + 1]
+    assert container["readinessProbe"]["exec"]["command"] == ["test", "-f", ready_file]
     # Dask's "auto" memory limit divides the pod's limit by the node's cores over --nthreads:
     # the worker gets the container's whole limit instead (found on the kind cluster).
     assert container["args"][container["args"].index("--memory-limit") + 1] == "$(DASK_MEMORY_LIMIT)"

@@ -47,6 +47,9 @@ def test_gpu_worker_pods_ask_for_a_gpu_on_gpu_nodes(chart: Chart) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["DOCPROC_GPU"] == "true"
     assert "docproc.dask_preload" in container["args"]
+    # Ready once its models are loaded, like the CPU workers (tests/test_k8s.py runs that command).
+    ready_file = container["args"][container["args"].index("--ready-file") + 1]
+    assert container["readinessProbe"]["exec"]["command"] == ["test", "-f", ready_file]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 

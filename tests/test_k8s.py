@@ -28,6 +28,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
+from docproc.dask_preload import dask_setup
 from docproc.models import DocumentResult, QuarantineRecord
 from docproc.queues import QUEUES
 from docproc.storage import LocalStorage
@@ -40,6 +41,7 @@ from tests.processes import stop
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 VENV_BIN = Path(sys.executable).parent
+PRELOAD_OPTIONS = {opt for param in dask_setup.params for opt in param.opts}
 sys.path.insert(0, str(K8S))
 import render as k8s_render  # noqa: E402  (k8s/render.py is a script, not a package)
 
@@ -145,6 +147,8 @@ def test_image_commands_exist(chart4: Chart) -> None:
             continue
         assert proc.returncode == 0, f"{' '.join(words)} --help: {proc.stderr[-500:]}"
         for option in sorted(opts):
+            if words == ("dask", "worker") and option in PRELOAD_OPTIONS:
+                continue  # `dask worker` hands options it does not know to the preload
             assert option in proc.stdout, f"{option} is not an option of {' '.join(words)}"
     assert set(missing_docproc) <= {"docproc events serve", "docproc pool apply"}, missing_docproc
 
@@ -195,6 +199,82 @@ def _dask_worker(address: str, name: str, tmp_path: Path) -> subprocess.Popen[by
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / f"{name}.log").open("wb"),
     )
+
+
+def _chart_worker(chart: Chart) -> dict[str, Any]:
+    deployment = next(
+        o
+        for o in chart.render()
+        if o["metadata"]["name"] == "docproc-dask-worker" and o["kind"] == "Deployment"
+    )
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_dask_worker_is_ready_once_its_models_are_loaded(
+    chart4: Chart, dask_scheduler: str, tmp_path: Path
+) -> None:
+    """The chart's worker command, as the pod runs it, against a real scheduler: its preload
+    replaces the ready file left by an earlier worker process once the models are loaded, and
+    the readiness probe passes; a worker whose models fail to load never becomes ready.
+
+    Only the places differ (scheduler, ready file, scratch, ports); DOCPROC_ENGINE=tesseract
+    keeps the load short (the default engine's is the same code path)."""
+    from distributed import Client
+
+    container = _chart_worker(chart4)
+    chart_file = container["args"][container["args"].index("--ready-file") + 1]
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe == ["test", "-f", chart_file]
+
+    def command(name: str) -> tuple[list[str], Path]:
+        ready = tmp_path / f"{name}-ready"
+        places = {
+            container["args"][2]: dask_scheduler,
+            "$(POD_NAME)": name,
+            "$(DASK_MEMORY_LIMIT)": "2GiB",
+            "/tmp/dask-worker-space": str(tmp_path / name),
+            ":8788": "127.0.0.1:0",
+            chart_file: str(ready),
+        }
+        args = [places.get(a, a) for a in container["args"]]
+        return [str(VENV_BIN / args[0]), *args[1:], "--host", "127.0.0.1"], ready
+
+    good, good_ready = command("loads")
+    bad, bad_ready = command("fails")
+    good_ready.write_text("left by the previous worker process")
+    logs = {name: tmp_path / f"{name}.log" for name in ("loads", "fails")}
+    workers = [
+        subprocess.Popen(
+            args,
+            env={**os.environ, "DOCPROC_ENGINE": engine},
+            stdout=subprocess.DEVNULL,
+            stderr=logs[name].open("wb"),
+        )
+        for name, args, engine in (
+            ("loads", good, "tesseract"),
+            ("fails", bad, "docproc.no_such_engine:Engine"),
+        )
+    ]
+    try:
+        with Client(dask_scheduler, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            failed = "warm-up of the models failed" in logs["fails"].read_text(errors="replace")
+            if failed and good_ready.exists() and good_ready.read_text() == "":
+                break
+            time.sleep(0.5)
+        assert good_ready.read_text() == "", logs["loads"].read_text(errors="replace")[-3000:]
+        assert "warm-up of the models failed" in logs["fails"].read_text(errors="replace")
+        assert "docproc.no_such_engine" in logs["fails"].read_text(errors="replace")
+        ready_probe = subprocess.run([probe[0], probe[1], str(good_ready)], timeout=30)
+        unready_probe = subprocess.run([probe[0], probe[1], str(bad_ready)], timeout=30)
+        assert (ready_probe.returncode, unready_probe.returncode) == (0, 1)
+        assert all(w.poll() is None for w in workers), "a worker exited"
+    finally:
+        for w in workers:
+            stop(w, timeout=30)
 
 
 def test_dask_worker_prestop_retires_without_losing_results(

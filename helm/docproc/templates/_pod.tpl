@@ -157,6 +157,22 @@ Keyword arguments of dask_kubernetes.operator.KubeCluster for a flow run's own c
 {{- end -}}
 
 {{/*
+Readiness of a Dask worker: the preload (docproc.dask_preload --ready-file) creates the file once
+the OCR and NLP models are loaded. Until then the HPA leaves the pod's CPU out of its average (for
+its first 5 minutes, Kubernetes' CPU initialization period): loading the models burns a core or
+more, and on kind that alone made the HPA ask for another worker with no document in sight.
+*/}}
+{{- define "docproc.workerReadyFile" -}}
+/tmp/docproc-models-ready
+{{- end -}}
+{{- define "docproc.workerReadinessProbe" -}}
+readinessProbe:
+  exec:
+    command: [test, -f, {{ include "docproc.workerReadyFile" . }}]
+  periodSeconds: 5
+{{- end -}}
+
+{{/*
 preStop of a Dask worker: ask the scheduler to retire it by name (the pod name), which moves
 its results to other workers and stops new tasks from landing here; then `dask worker` exits.
 A plain SIGTERM would close the worker at once and lose its in-memory results.
