@@ -76,6 +76,14 @@ def pool_config(objs: list[Manifest]) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in cm.items() if k.endswith(".json")}
 
 
+def flow_run_env(objs: list[Manifest]) -> dict[str, str]:
+    """The env the work pool gives every flow-run Job (its base job template's default)."""
+    env: dict[str, str] = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"][
+        "default"
+    ]
+    return env
+
+
 def pod_specs(objs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
     for o in objs:
         if o["kind"] in WORKLOADS:
@@ -269,7 +277,7 @@ def test_worker_job_per_queue(chart: Chart, name: str, queue: str) -> None:
 
 def test_flow_run_env_is_docproc_settings(chart: Chart, monkeypatch: pytest.MonkeyPatch) -> None:
     objs = chart.render(VALUES_FILES["production"])
-    env = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    env = flow_run_env(objs)
     docproc_env = {k: v for k, v in env.items() if k.startswith("DOCPROC_")}
     fields = {f"DOCPROC_{n.upper()}" for n in Settings.model_fields}
     assert set(docproc_env) <= fields
@@ -297,7 +305,7 @@ def test_operator_mode(chart: Chart, monkeypatch: pytest.MonkeyPatch) -> None:
     deployments = by_kind(objs, "Deployment")
     assert "docproc-dask-scheduler" not in deployments
     assert "docproc-dask-worker" not in deployments
-    env = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    env = flow_run_env(objs)
     assert env["DOCPROC_DASK_CLUSTER_CLASS"] == "dask_kubernetes.operator.KubeCluster"
     assert "DOCPROC_DASK_ADDRESS" not in env
     for k, v in env.items():
@@ -551,7 +559,7 @@ def _dask_servers(objs: list[Manifest]) -> dict[str, list[dict[str, Any]]]:
         if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("docproc-dask-")
         for c in o["spec"]["template"]["spec"]["containers"]
     }
-    env = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    env = flow_run_env(objs)
     if "DOCPROC_DASK_CLUSTER_KWARGS" in env:
         envs["operator cluster"] = json.loads(env["DOCPROC_DASK_CLUSTER_KWARGS"])["env"]
     return envs
@@ -578,7 +586,7 @@ def test_dask_servers_run_with_the_local_clusters_dask_config(chart: Chart, name
         config = _dask_config_of(env)
         for key, value in DASK_SERVER_CONFIG.items():
             assert dask.config.get(key, config=config) == value, (server, key, config)
-    flow_run = pool_config(objs)["base-job-template.json"]["variables"]["properties"]["env"]["default"]
+    flow_run = flow_run_env(objs)
     assert not any(k.startswith("DASK_") for k in flow_run), flow_run
 
 

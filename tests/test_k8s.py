@@ -282,12 +282,7 @@ def test_dask_worker_prestop_retires_without_losing_results(
 ) -> None:
     from distributed import Client
 
-    pod = next(
-        o
-        for o in chart4.render()
-        if o["metadata"]["name"] == "docproc-dask-worker" and o["kind"] == "Deployment"
-    )["spec"]["template"]
-    pre_stop = pod["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    pre_stop = _chart_worker(chart4)["lifecycle"]["preStop"]["exec"]["command"]
     workers = [_dask_worker(dask_scheduler, name, tmp_path) for name in ("dask-worker-a", "dask-worker-b")]
     try:
         with Client(dask_scheduler, timeout=60) as client:

@@ -852,13 +852,8 @@ def test_dask_worker_hpa_scales_up_under_sustained_load(
     finished: set[uuid.UUID] = set()
 
     def submit_run() -> None:
-        i = len(runs)
-        folder = tmp_path / f"scans-{i}"
-        names = _distinct_pages(HPA_RUN_PAGES, folder, f"hpa {i}")
-        source = f"s3://{BUCKET}/{RUN_PREFIX}/hpa-{i}"
-        upload(folder, open_storage(source, settings))
-        out = f"s3://{BUCKET}/{RUN_PREFIX}/out-hpa-{i}"
-        runs.append((submit(client_env, source, "bulk", out), out, names))
+        name = f"hpa-{len(runs)}"
+        runs.append(submit_scans(client_env, settings, tmp_path / name, HPA_RUN_PAGES, name, "bulk"))
 
     def in_flight() -> int:
         for run_id, _, _ in runs:
@@ -1018,6 +1013,18 @@ def _distinct_pages(count: int, folder: Path, mark: str) -> list[str]:
     return names
 
 
+def submit_scans(
+    env: dict[str, str], settings: Settings, folder: Path, count: int, name: str, priority: str
+) -> tuple[uuid.UUID, str, list[str]]:
+    """``count`` distinct scans uploaded under ``<run prefix>/<name>`` and a run submitted on them
+    to ``priority``'s queue: its id, its output location and the scans' names."""
+    names = _distinct_pages(count, folder, name)
+    source = f"s3://{BUCKET}/{RUN_PREFIX}/{name}"
+    upload(folder, open_storage(source, settings))
+    out = f"s3://{BUCKET}/{RUN_PREFIX}/out-{name}"
+    return submit(env, source, priority, out), out, names
+
+
 def test_losing_a_dask_worker_mid_run_loses_and_duplicates_nothing(
     kube: Kube,
     release: HpaMonitor,
@@ -1028,11 +1035,7 @@ def test_losing_a_dask_worker_mid_run_loses_and_duplicates_nothing(
     timings: Timings,
 ) -> None:
     start = time.monotonic()
-    names = _distinct_pages(12, tmp_path / "scans", "fault")
-    source = f"s3://{BUCKET}/{RUN_PREFIX}/fault"
-    upload(tmp_path / "scans", open_storage(source, settings))
-    out = f"s3://{BUCKET}/{RUN_PREFIX}/out-fault"
-    run_id = submit(client_env, source, "standard", out)
+    run_id, out, names = submit_scans(client_env, settings, tmp_path / "scans", 12, "fault", "standard")
 
     def busy_worker() -> str | None:
         """A Dask worker pod that is processing a batch of this run right now."""
