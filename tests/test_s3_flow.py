@@ -200,8 +200,12 @@ def test_minio_stopped_mid_run_and_restarted(
                 "the run never retried storage:\n" + log_path.read_text()[-4000:]
             )
             time.sleep(0.2)
+        # Read before start(): it returns once MinIO answers, and the run's retry can get through
+        # (and the run finish) while start() is still polling (CI: finished 7 ms before a clock
+        # read after it). MinIO is down until this moment, so a run that finishes later waited.
+        restarted_at = datetime.now(UTC)
         server.start()
-        restarted, restarted_at = time.monotonic(), datetime.now(UTC)
+        restarted = time.monotonic()
         proc.wait(timeout=RUN_TIMEOUT)
         print(  # the timeline, for -s runs and failure reports
             f"gate reached after {stopped - started:.0f}s; outage {restarted - stopped:.0f}s; "
