@@ -19,10 +19,12 @@ columns, small print), each prepared as docproc prepares pages (8-bit, scaled to
    as cores. Each engine gets enough copies of the five pages (files differing only in a
    metadata chunk, so docproc does not skip them as duplicates) for about ``--seconds`` of
    its work. The ratio is of paces once going: the run's pages finished between its first
-   and last result against the warm pool (every process has its engine). Also printed: the
-   flow's pages/s against the warm pool (the cluster's start inside the flow counts), the
-   whole command's against the pool's from nothing (process start and engine load counted
-   on both sides), CPU seconds of each side, and where a run's worker time went.
+   and last result against the warm pool (every process has its engine), run just before and
+   just after `docproc run` and averaged, so that a drift in the machine's pace falls on both
+   sides. Also printed: the flow's pages/s against the warm pool (the cluster's start inside
+   the flow counts), the whole command's against the pool's from nothing (process start and
+   engine load counted on both sides), CPU seconds of each side, and where a run's worker
+   time went.
 
 The machine may be shared: CPU seconds and ratios measured side by side are the figures to trust.
 """
@@ -280,7 +282,8 @@ def platform_runs(
         chosen = sys.argv[sys.argv.index("--plan") + 1].split(",")
         plan = [(name, int(count)) for name, count in (item.split(":") for item in chosen)]
     print(
-        "\n| engine | workers | pages | `docproc run` pages/s, steady | raw pool pages/s, warm | **ratio** "
+        "\n| engine | workers | pages | `docproc run` pages/s, steady | raw pool pages/s, warm (before / after) "
+        "| **ratio** "
         "| `docproc run` pages/s, flow | ratio | `docproc run` pages/s, whole command "
         "| raw pool pages/s, cold | ratio | CPU s, `docproc run` | CPU s, raw pool | load avg |"
     )
@@ -292,8 +295,12 @@ def platform_runs(
         copies = max(1, round(seconds * min(workers, cores) / (per_page * len(images))))
         inbox, order = inbox_with_copies(images, copies)
         load_before = os.getloadavg()[0]
-        raw = raw_pool(order, engine, workers)
+        # The pool before and after the run, against the machine's drift (a shared machine's
+        # pace moved by 10% within an hour): the run is compared with the mean of the two.
+        before = raw_pool(order, engine, workers)
         run = docproc_run(inbox, engine, workers)
+        after = raw_pool(order, engine, workers)
+        raw = {key: (before[key] + after[key]) / 2 for key in before}
         shutil.rmtree(inbox)
         load = (load_before + os.getloadavg()[0]) / 2
         report, stages = run.report, dict(run.stages)
@@ -303,6 +310,10 @@ def platform_runs(
             "pages": report.pages,
             "docproc_steady_pages_per_s": round(run.steady_pages_per_s, 4),
             "raw_pool_pages_per_s": round(raw["pages_per_s"], 4),
+            "raw_pool_pages_per_s_before_after": [
+                round(before["pages_per_s"], 4),
+                round(after["pages_per_s"], 4),
+            ],
             "ratio": round(run.steady_pages_per_s / raw["pages_per_s"], 3),
             "docproc_flow_pages_per_s": report.pages_per_second,
             "flow_ratio": round(report.pages_per_second / raw["pages_per_s"], 3),
@@ -319,7 +330,8 @@ def platform_runs(
         figures[f"{engine}_{workers}_workers"] = row
         print(
             f"| {engine} | {workers} | {report.pages} | {row['docproc_steady_pages_per_s']:.3f} | "
-            f"{row['raw_pool_pages_per_s']:.3f} | **{row['ratio']:.2f}** | "
+            f"{row['raw_pool_pages_per_s']:.3f} ({before['pages_per_s']:.3f} / {after['pages_per_s']:.3f}) | "
+            f"**{row['ratio']:.2f}** | "
             f"{report.pages_per_second:.3f} | {row['flow_ratio']:.2f} | {whole:.3f} | "
             f"{row['raw_pool_pages_per_s_cold']:.3f} | {row['command_ratio_vs_cold_pool']:.2f} | "
             f"{run.cpu_seconds:.0f} | {raw['cpu_s']:.0f} | {load:.1f} |",

@@ -18,6 +18,7 @@ from typing import Any
 
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.scheduler import Scheduler
 from PIL import Image
 
 from docproc.models import RunReport
@@ -60,10 +61,63 @@ class InFlight(SchedulerPlugin):
         self.most = max(self.most, len(self.unfinished))
 
 
+class Handed(SchedulerPlugin):
+    """For each batch unit handed to a worker, how many units that worker then held."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.held: list[int] = []
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "processing" and str(key).startswith("docproc-batch-"):
+            worker = self.scheduler.tasks[key].processing_on
+            assert worker is not None
+            self.held.append(len(worker.processing))
+
+
 def test_the_default_window_follows_the_cluster_threads() -> None:
     assert units_in_flight(Settings(), 0) == MIN_UNITS_IN_FLIGHT  # an adaptive cluster, no worker yet
     assert units_in_flight(Settings(), 64) == UNITS_PER_THREAD * 64
     assert units_in_flight(Settings(units_in_flight=5), 64) == 5
+    # Dask queues a unit at its scheduler only when its group is larger than twice the threads.
+    for threads in (1, 2, 3, 4, 16, 64, 500):
+        assert units_in_flight(Settings(), threads) > 2 * threads
+
+
+def test_units_wait_at_the_scheduler_not_behind_a_busy_workers_unit(
+    prefect_api: PrefectServer, tmp_path: Path
+) -> None:
+    """Each worker thread is handed one unit at a time, so that no unit waits on a worker busy
+    with another while a second worker runs out of work (measured: one of two workers idle for
+    the last tenth of a run of 90 tesseract pages with Dask's default of two a thread). Only
+    the run's first units, submitted before their group is large enough for Dask to queue it
+    (more than twice the cluster's threads), go to the workers directly."""
+    threads = 2
+    settings = Settings(workers=threads)
+    build_task_runner(settings)  # the Dask configuration the flow's local cluster starts with
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(PAGES):
+        Image.new("L", (700, 800 + i), 255).save(inbox / f"page-{i:02d}.png")
+    with LocalCluster(
+        n_workers=threads, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        handed = Handed(cluster.scheduler)
+        cluster.scheduler.add_plugin(handed, name="docproc-handed")
+        remote = Settings(
+            engine=FAULT_ENGINE,
+            dask_address=cluster.scheduler_address,
+            detect_orientation=False,
+            deskew=False,
+            batch_size=1,
+        )
+        flow = process_documents.with_options(task_runner=build_task_runner(remote))
+        report: RunReport = flow(
+            source=str(inbox), destination=str(tmp_path / "out"), settings_overrides=remote.overrides()
+        )
+    assert report.counts["processed"] == PAGES, report.counts
+    assert len(handed.held) == PAGES
+    assert all(held == 1 for held in handed.held[2 * threads :]), handed.held
 
 
 def test_a_run_longer_than_the_window_keeps_the_window_and_reports_every_document(

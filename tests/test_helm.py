@@ -567,8 +567,9 @@ def _dask_servers(objs: list[Manifest]) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.mark.parametrize("name", ["default", "production", "operator", "gpu"])
 def test_dask_servers_run_with_the_local_clusters_dask_config(chart: Chart, name: str) -> None:
-    """Dask's profiler off and slower housekeeping (flows/process.py DASK_SERVER_CONFIG) in every
-    Dask server the chart runs, as Dask itself reads its environment; never in a flow run."""
+    """Dask's profiler off, slower housekeeping and one queued unit per worker thread
+    (flows/process.py DASK_SERVER_CONFIG) in every Dask server the chart runs, as Dask itself
+    reads its environment; never in a flow run."""
     objs = chart.render(**{"dask.gpuWorker.enabled": True}) if name == "gpu" else render(chart, name)
     servers = _dask_servers(objs)
     expected = {

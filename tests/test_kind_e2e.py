@@ -612,12 +612,14 @@ def test_dask_servers_run_without_the_profiler_and_with_slower_housekeeping(
 ) -> None:
     """The chart's dask.config reaches the live scheduler and workers (as the local cluster's,
     flows/process.py DASK_SERVER_CONFIG): no profiler thread sampling the workers, event loops
-    ticking every 200 ms, memory polled every 500 ms and system figures every 2 s."""
+    ticking every 200 ms, memory polled every 500 ms and system figures every 2 s, and a
+    scheduler that hands each worker thread one queued unit at a time."""
     code = (
         "import json; from distributed import Client\n"
         "def timers(server): return {n: float(c.callback_time) for n, c in server.periodic_callbacks.items()}\n"
+        "def scheduler(s): return {**timers(s), 'saturation': s.WORKER_SATURATION}\n"
         "with Client('tcp://127.0.0.1:8786', timeout=30) as c:\n"
-        "    print(json.dumps({'scheduler': c.run_on_scheduler(lambda dask_scheduler: timers(dask_scheduler)),"
+        "    print(json.dumps({'scheduler': c.run_on_scheduler(lambda dask_scheduler: scheduler(dask_scheduler)),"
         " 'workers': list(c.run(lambda dask_worker: timers(dask_worker)).values())}))\n"
     )
     proc = kube.run("exec", f"deploy/{RELEASE}-dask-scheduler", "--", "python", "-c", code, timeout=120)
@@ -627,7 +629,7 @@ def test_dask_servers_run_without_the_profiler_and_with_slower_housekeeping(
         assert "profile" not in worker, worker
         assert (worker["tick"], worker["memory_monitor"], worker["monitor"]) == (200, 500, 2000), worker
     scheduler = timers["scheduler"]
-    assert (scheduler["tick"], scheduler["monitor"]) == (200, 2000), scheduler
+    assert (scheduler["tick"], scheduler["monitor"], scheduler["saturation"]) == (200, 2000, 1), scheduler
 
 
 def test_prefect_ui_and_api_answer_through_a_port_forward(endpoints: Endpoints) -> None:

@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         description=(
             "Units of work (inspection chunks, page batches) a run keeps submitted to Dask at once;"
             " the rest wait in the flow, so its memory does not grow with the document count."
-            " Default: 2 per thread of the cluster (re-read as it scales), at least 8."
+            " Default: 3 per thread of the cluster (re-read as it scales), at least 8."
         ),
     )
     compute_threads: Annotated[int | None, LOCAL] = Field(
