@@ -16,11 +16,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from docproc.errors import StorageUnavailableError
 from docproc.ocr.base import OcrEngine, OcrPage
+from docproc.settings import Settings
 
 # (height, width) of the prepared page, which is the image's when it needs no scaling.
 KILL_SIZE = (913, 700)
@@ -31,6 +33,19 @@ GATE_SIZE = (925, 700)
 # The gate's folder, inherited by the Dask workers from the test process's environment.
 GATE_ENV = "FAULT_ENGINE_GATE_DIR"
 GATE_WAIT_SECONDS = 900.0  # a gate the test forgot to open ends in an error, not a hung session
+
+
+def one_page_batches(dask_address: str, **more: Any) -> Settings:
+    """Settings for a run on the scheduler at ``dask_address`` with this module's engine: one
+    page per batch unit, and no page analysis to make a page's prepared size differ from its own."""
+    return Settings(
+        engine="tests.fault_engines:FaultEngine",
+        dask_address=dask_address,
+        detect_orientation=False,
+        deskew=False,
+        batch_size=1,
+        **more,
+    )
 
 
 class Gate:

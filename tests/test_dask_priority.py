@@ -27,12 +27,10 @@ from PIL import Image
 
 from docproc.models import RunReport
 from docproc.queues import Priority, queue_for
-from docproc.settings import Settings
 from flows.process import build_task_runner, process_documents, units_in_flight
-from tests.fault_engines import GATE_SIZE, Gate
+from tests.fault_engines import GATE_SIZE, Gate, one_page_batches
 from tests.fixtures.prefect_server import PrefectServer
 
-FAULT_ENGINE = "tests.fault_engines:FaultEngine"
 BULK_PAGES = 10
 CRITICAL_PAGES = 3
 # Units already handed to the worker when a critical unit arrives (worker-saturation 1.1 on one
@@ -96,13 +94,7 @@ def test_critical_run_overtakes_the_queued_batches_of_a_bulk_run(
 ) -> None:
     timeline = Timeline()
     gated_cluster.scheduler.add_plugin(timeline, name="docproc-timeline")
-    settings = Settings(
-        engine=FAULT_ENGINE,
-        dask_address=gated_cluster.scheduler_address,
-        detect_orientation=False,
-        deskew=False,
-        batch_size=1,
-    )
+    settings = one_page_batches(gated_cluster.scheduler_address)
     window = units_in_flight(settings, 1)
     assert window < BULK_PAGES + 1  # the bulk run has more batches than it submits at once
     # The gate page sorts first, so its batch is the bulk run's first: it holds the only thread.

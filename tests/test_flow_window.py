@@ -31,10 +31,9 @@ from flows.process import (
     process_documents,
     units_in_flight,
 )
-from tests.fault_engines import GATE_SIZE, Gate
+from tests.fault_engines import GATE_SIZE, Gate, one_page_batches
 from tests.fixtures.prefect_server import PrefectServer
 
-FAULT_ENGINE = "tests.fault_engines:FaultEngine"
 WINDOW = 3
 PAGES = 24  # one page per document and per batch: 24 batch units, 8 times the window
 WAIT_SECONDS = 300.0
@@ -104,13 +103,7 @@ def test_units_wait_at_the_scheduler_not_behind_a_busy_workers_unit(
     ) as cluster:
         handed = Handed(cluster.scheduler)
         cluster.scheduler.add_plugin(handed, name="docproc-handed")
-        remote = Settings(
-            engine=FAULT_ENGINE,
-            dask_address=cluster.scheduler_address,
-            detect_orientation=False,
-            deskew=False,
-            batch_size=1,
-        )
+        remote = one_page_batches(cluster.scheduler_address)
         flow = process_documents.with_options(task_runner=build_task_runner(remote))
         report: RunReport = flow(
             source=str(inbox), destination=str(tmp_path / "out"), settings_overrides=remote.overrides()
@@ -132,14 +125,7 @@ def test_a_run_longer_than_the_window_keeps_the_window_and_reports_every_documen
     Image.new("L", (width, height), 255).save(inbox / "a-gate.png")
     for i in range(PAGES - 1):
         Image.new("L", (700, 800 + i), 255).save(inbox / f"page-{i:02d}.png")
-    settings = Settings(
-        engine=FAULT_ENGINE,
-        dask_address=gated_cluster.scheduler_address,
-        detect_orientation=False,
-        deskew=False,
-        batch_size=1,
-        units_in_flight=WINDOW,
-    )
+    settings = one_page_batches(gated_cluster.scheduler_address, units_in_flight=WINDOW)
     out = tmp_path / "out"
 
     def run() -> RunReport:
