@@ -845,8 +845,9 @@ def test_dask_worker_hpa_scales_up_under_sustained_load(
     makes its own load: two runs in flight at all times (the worker never waits for a flow-run pod to
     start) until the HPA asks, however fast the machine reads a page. The HPA asked 43-67 s after
     the load started in five runs (metrics-server's 15 s resolution, the HPA's 15 s sync, a new
-    pod's CPU counted only after its readiness window), not after a number of pages. Once it asks, its 300 s scale-down
-    window keeps the second worker, so waiting for that one to be Ready holds after the runs end.
+    pod's CPU counted only after its readiness window), not after a number of pages. Once it asks,
+    its 300 s scale-down window keeps the second worker, so waiting for that one to be Ready holds
+    after the runs end.
     """
     start = time.monotonic()
     name = f"{RELEASE}-dask-worker"
