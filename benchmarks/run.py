@@ -24,7 +24,10 @@ columns, small print), each prepared as docproc prepares pages (8-bit, scaled to
    sides. Also printed: the flow's pages/s against the warm pool (the cluster's start inside
    the flow counts), the whole command's against the pool's from nothing (process start and
    engine load counted on both sides), CPU seconds of each side, and where a run's worker
-   time went.
+   time went. Deskewing is docproc's work too, and it changes the engine's: the pool also
+   reads the pages as docproc prepares them (turned and deskewed), right after its second
+   run, and the run is printed against that pace as well (the platform's own overhead, with
+   the engine reading the same images on both sides).
 
 The machine may be shared: CPU seconds and ratios measured side by side are the figures to trust.
 """
@@ -214,6 +217,12 @@ def raw_pool(paths: list[Path], engine: str, workers: int) -> dict[str, float]:
     }
 
 
+def prepared(images: dict[str, np.ndarray], engine: str) -> dict[str, np.ndarray]:
+    """The pages as docproc hands them to ``engine``: turned and deskewed (``imaging.straighten``)."""
+    settings = Settings(engine=engine)  # type: ignore[arg-type]
+    return {name: imaging.straighten(image, 1.0, settings).image for name, image in images.items()}
+
+
 def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path, list[Path]]:
     """A folder of ``copies`` x the pages as PNG files that differ only in a text chunk (so
     docproc's content addressing does not skip them), and the files in the order written."""
@@ -300,8 +309,14 @@ def platform_runs(
         before = raw_pool(order, engine, workers)
         run = docproc_run(inbox, engine, workers)
         after = raw_pool(order, engine, workers)
+        # The same engine on the pages as docproc prepares them, right after ``after``: what
+        # deskewing does to the engine's own pace (a straightened page is not the same work).
+        prepared_inbox, prepared_order = inbox_with_copies(prepared(images, engine), copies)
+        straightened = raw_pool(prepared_order, engine, workers)
         raw = {key: (before[key] + after[key]) / 2 for key in before}
         shutil.rmtree(inbox)
+        shutil.rmtree(prepared_inbox)
+        prepared_pace = straightened["pages_per_s"] / after["pages_per_s"]
         load = (load_before + os.getloadavg()[0]) / 2
         report, stages = run.report, dict(run.stages)
         whole = report.pages / run.command_seconds
@@ -315,6 +330,8 @@ def platform_runs(
                 round(after["pages_per_s"], 4),
             ],
             "ratio": round(run.steady_pages_per_s / raw["pages_per_s"], 3),
+            "raw_pool_prepared_vs_input_pages": round(prepared_pace, 3),
+            "ratio_on_prepared_pages": round(run.steady_pages_per_s / (raw["pages_per_s"] * prepared_pace), 3),
             "docproc_flow_pages_per_s": report.pages_per_second,
             "flow_ratio": round(report.pages_per_second / raw["pages_per_s"], 3),
             "docproc_command_pages_per_s": round(whole, 4),
@@ -339,6 +356,11 @@ def platform_runs(
         )
         shares = row["stage_share"]
         print("    worker time: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
+        print(
+            f"    raw pool on the pages as docproc prepares them (deskewed): {prepared_pace:.2f}x its pace on "
+            f"the input pages; the run against it: {row['ratio_on_prepared_pages']:.2f}",
+            flush=True,
+        )
     return figures
 
 
