@@ -331,7 +331,9 @@ def platform_runs(
             ],
             "ratio": round(run.steady_pages_per_s / raw["pages_per_s"], 3),
             "raw_pool_prepared_vs_input_pages": round(prepared_pace, 3),
-            "ratio_on_prepared_pages": round(run.steady_pages_per_s / (raw["pages_per_s"] * prepared_pace), 3),
+            "ratio_on_prepared_pages": round(
+                run.steady_pages_per_s / (raw["pages_per_s"] * prepared_pace), 3
+            ),
             "docproc_flow_pages_per_s": report.pages_per_second,
             "flow_ratio": round(report.pages_per_second / raw["pages_per_s"], 3),
             "docproc_command_pages_per_s": round(whole, 4),
