@@ -220,7 +220,11 @@ def raw_pool(paths: list[Path], engine: str, workers: int) -> dict[str, float]:
 def prepared(images: dict[str, np.ndarray], engine: str) -> dict[str, np.ndarray]:
     """The pages as docproc hands them to ``engine``: turned and deskewed (``imaging.straighten``)."""
     settings = Settings(engine=engine)  # type: ignore[arg-type]
-    return {name: imaging.straighten(image, 1.0, settings).image for name, image in images.items()}
+    leaning = get_engine(settings).reads_leaning_below
+    return {
+        name: imaging.straighten(image, 1.0, settings, leaning_read=leaning).image
+        for name, image in images.items()
+    }
 
 
 def inbox_with_copies(images: dict[str, np.ndarray], copies: int) -> tuple[Path, list[Path]]:

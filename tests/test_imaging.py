@@ -185,6 +185,21 @@ def test_deskewed_page_keeps_its_size_when_its_margins_hold_the_turn(linn: Image
     assert _ink_mass(prepared.image) == pytest.approx(_ink_mass(grown), rel=0.002)
 
 
+def test_page_leaning_less_than_the_engine_reads_through_is_left_as_it_is(linn: Image.Image) -> None:
+    gray = imaging.to_gray8(linn)
+    settings = Settings(detect_orientation=False)
+    for lean, turned in ((0.7, False), (1.6, True)):
+        leaned = np.asarray(gray.rotate(lean, resample=Image.Resampling.BICUBIC, fillcolor=255))
+        assert imaging.straighten(leaned, 1.0, settings).skew == pytest.approx(lean, abs=0.15)
+        prepared = imaging.straighten(leaned, 1.0, settings, leaning_read=1.0)
+        if turned:
+            assert prepared.skew == pytest.approx(lean, abs=0.15)
+            assert not np.array_equal(prepared.image, leaned)
+        else:
+            assert prepared.skew == 0.0
+            assert np.array_equal(prepared.image, leaned)
+
+
 def test_deskewed_page_grows_as_far_as_its_ink_needs(phototest: Image.Image) -> None:
     # The leaned text cut out tight: its corners touch the frame, so turning it back needs
     # more room than the page has, and the canvas grows to keep every corner.

@@ -196,9 +196,15 @@ def prepare_page(image: Image.Image, settings: Settings, rotation: int | None = 
 
 
 def straighten(
-    gray: np.ndarray, scale: float, settings: Settings, rotation: int | None = None
+    gray: np.ndarray,
+    scale: float,
+    settings: Settings,
+    rotation: int | None = None,
+    leaning_read: float = 0.0,
 ) -> PreparedPage:
-    """``gray`` (a ``scaled_gray`` page) turned clockwise by ``rotation`` degrees, then deskewed.
+    """``gray`` (a ``scaled_gray`` page) turned clockwise by ``rotation`` degrees, then deskewed
+    unless it leans less than ``leaning_read`` degrees (what the engine reads through itself,
+    ``OcrEngine.reads_leaning_below``).
 
     Without ``rotation``, the page gets a quarter turn when its text lines run top to bottom
     (with ``settings.detect_orientation``): cheap, from the ink alone. Upright or upside down
@@ -222,7 +228,7 @@ def straighten(
         if not analysed:
             ink = _Ink.of(gray)
         skew = 0.0 if ink is None else ink.skew()
-        if ink is not None and abs(skew) >= _MIN_SKEW:
+        if ink is not None and abs(skew) >= max(_MIN_SKEW, leaning_read):
             gray = rotate_small(gray, skew, keep=ink.box)
         else:
             skew = 0.0

@@ -159,7 +159,7 @@ def read_image(image: Image.Image, settings: Settings, timer: _Timer | None = No
     engine = get_engine(ocr_languages.engine_settings(settings))
     with timer.stage("preprocess"):
         gray, scale = imaging.scaled_gray(image, settings)
-        prepared = imaging.straighten(gray, scale, settings)
+        prepared = imaging.straighten(gray, scale, settings, leaning_read=engine.reads_leaning_below)
     with timer.stage("ocr"):
         ocr, languages = _ocr(prepared.image, engine, settings)
     if not settings.detect_orientation or engine.reads_upright(ocr):
@@ -170,7 +170,9 @@ def read_image(image: Image.Image, settings: Settings, timer: _Timer | None = No
     if not turn:
         return ImageRead(prepared, ocr, languages, engine.name)
     with timer.stage("preprocess"):
-        turned = imaging.straighten(gray, scale, settings, prepared.rotation + turn)
+        turned = imaging.straighten(
+            gray, scale, settings, prepared.rotation + turn, leaning_read=engine.reads_leaning_below
+        )
     with timer.stage("ocr"):
         again, again_languages = _ocr(turned.image, engine, settings)
     if (again.mean_confidence or 0.0) <= (ocr.mean_confidence or 0.0):

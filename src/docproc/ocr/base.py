@@ -71,6 +71,9 @@ class OcrEngine(abc.ABC):
     # orientation test is skipped. Measured per engine on the corpus, turned both ways (an
     # upside-down page reads far less confidently). None: always ask the orientation test.
     upright_confidence: float | None = None
+    # Degrees of skew the engine reads through as well as a deskewed page: a page leaning less
+    # is handed to it as it is (``imaging.straighten``), since turning it costs the engine CPU.
+    reads_leaning_below: float = 0.0
 
     @abc.abstractmethod
     def read(self, image: np.ndarray) -> OcrPage:
