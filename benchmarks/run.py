@@ -218,7 +218,8 @@ def raw_pool(paths: list[Path], engine: str, workers: int) -> dict[str, float]:
 
 
 def prepared(images: dict[str, np.ndarray], engine: str) -> dict[str, np.ndarray]:
-    """The pages as docproc hands them to ``engine``: turned and deskewed (``imaging.straighten``)."""
+    """The pages as docproc hands them to ``engine``: turned and deskewed (``imaging.straighten``),
+    except where the engine reads through the lean (``reads_leaning_below``)."""
     settings = Settings(engine=engine)  # type: ignore[arg-type]
     leaning = get_engine(settings).reads_leaning_below
     return {
