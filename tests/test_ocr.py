@@ -298,19 +298,12 @@ def test_tesseract_killed_mid_page_is_a_docproc_error(
     # Aimed, not timed: a `tesseract` first on PATH stops itself before it becomes the real
     # program, so the test finds it however loaded the machine, lets it go and kills it once it
     # runs the real binary, which then still has the page's OCR ahead of it.
-    real = which("tesseract")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "tesseract"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *--version*|*--list-langs*) exec {real} "$@";; esac\n'
-        f'kill -STOP $$\nexec {real} "$@"\n'
+    engine, real = _engine_behind_wrapper(
+        tesseract_settings,
+        tmp_path,
+        monkeypatch,
+        lambda real: f'case "$*" in *--version*|*--list-langs*) exec {real} "$@";; esac\nkill -STOP $$\n',
     )
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{pathsep}{environ['PATH']}")
-    engine = TesseractEngine(tesseract_settings.languages)  # not the cached one: this PATH
     with Image.open(corpus / "linn.png") as image:
         page = np.asarray(imaging.to_gray8(image))
     errors: list[BaseException] = []
@@ -344,26 +337,34 @@ def test_tesseract_runs_without_the_dask_workers_malloc_setting(
     tesseract_settings: Settings, phototest: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536; passed on, it made the
-    # tesseract child 1-3% slower (50-70% more page faults). A `tesseract` first on PATH writes
+    # tesseract child up to 3% slower (18-72% more page faults). A `tesseract` first on PATH writes
     # the environment it was given, then runs the real program.
-    real = which("tesseract")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     seen = tmp_path / "env"
-    wrapper = bin_dir / "tesseract"
-    wrapper.write_text(f'#!/bin/sh\nenv > {seen}\nexec {real} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{pathsep}{environ['PATH']}")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as Dask's nanny sets it
     monkeypatch.setenv("DOCPROC_TEST_MARKER", "passed-on")
-    engine = TesseractEngine(tesseract_settings.languages)  # not the cached one: this PATH
+    engine, _ = _engine_behind_wrapper(tesseract_settings, tmp_path, monkeypatch, lambda _: f"env > {seen}\n")
     page = engine.read(np.asarray(imaging.to_gray8(phototest)))
     assert "quick brown" in page.text
     env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
     assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert env["OMP_THREAD_LIMIT"] == "1"
     assert env["DOCPROC_TEST_MARKER"] == "passed-on"  # the rest of the environment goes along
+
+
+def _engine_behind_wrapper(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before_exec: Callable[[str], str]
+) -> tuple[TesseractEngine, str]:
+    """A new TesseractEngine (not the cached one) whose `tesseract` is a shell script first on
+    PATH: the lines ``before_exec(real)`` gives, then the real program; and the real one's path."""
+    real = which("tesseract")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "tesseract"
+    wrapper.write_text(f'#!/bin/sh\n{before_exec(real)}exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{pathsep}{environ['PATH']}")
+    return TesseractEngine(settings.languages), real
 
 
 def _stopped_child(name: str) -> psutil.Process | None:

@@ -81,7 +81,7 @@ class TesseractEngine(OcrEngine):
         # process on one thread is faster overall (OCRmyPDF sets the same limit). The child
         # inherits the rest of the environment (TESSDATA_PREFIX, locale) except the malloc
         # setting Dask's nanny gives its workers (docproc.runtime tunes the worker's own
-        # malloc instead): inherited, it cost tesseract 1-3% more CPU a page and 50-70% more
+        # malloc instead): inherited, it cost tesseract up to 3% more CPU a page and 18-72% more
         # page faults on the bench pages.
         self._env = {key: value for key, value in os.environ.items() if key not in _WORKER_ONLY_ENV}
         self._env["OMP_THREAD_LIMIT"] = "1"
